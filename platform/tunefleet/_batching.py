@@ -1,0 +1,75 @@
+"""Batches for the training loop: length-grouped, sharded across workers, padded per batch.
+
+Padding every sentence to max_length wastes most of the compute on CoNLL-style data (median ~25
+sub-words against a max_length of 128). Two things remove that waste:
+- dynamic padding: a batch is padded to its own longest example, not to max_length;
+- length grouping: examples of similar length go into the same batch. Pure sorting would make every
+  epoch identical, so the data is shuffled, cut into "mega-batches" of `_MEGA` batches, and sorted
+  only within each; the batch order is then shuffled again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .tasks import IGNORE, TokenizedSplit
+
+_MEGA = 50  # batches per sorted window: large enough to group well, small enough to stay random
+
+
+def train_batches(split: TokenizedSplit, batch_size: int, seed: int, epoch: int, rank: int,
+                  world_size: int, group_by_length: bool) -> list[np.ndarray]:
+    """This worker's batches (arrays of example indices) for one epoch.
+
+    Every worker builds the same global batch list from the same seed, then takes every
+    `world_size`-th batch, so workers see disjoint shards. The list is cut to a multiple of
+    `world_size` so that each worker runs the same number of steps (DDP's all-reduce needs every
+    worker at every step).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(split))
+    if group_by_length:
+        lengths = split.lengths()
+        window = batch_size * _MEGA
+        order = np.concatenate([
+            chunk[np.argsort(-lengths[chunk], kind="stable")]
+            for chunk in np.array_split(order, max(1, int(np.ceil(len(order) / window))))
+        ])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    usable = (len(batches) // world_size) * world_size or len(batches)
+    return batches[rank:usable:world_size]
+
+
+def eval_batches(split: TokenizedSplit, batch_size: int, rank: int, world_size: int) -> list[np.ndarray]:
+    """This worker's evaluation batches: every `world_size`-th example, sorted by length (no
+    shuffling needed, and sorted batches pad least)."""
+    mine = np.arange(rank, len(split), world_size)
+    mine = mine[np.argsort(split.lengths()[mine], kind="stable")]
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int, token_labels: bool) -> dict[str, torch.Tensor]:
+    """Pad one batch to its longest example.
+
+    Returns input_ids, attention_mask and labels (per token for NER, padded with IGNORE; per example
+    for classification).
+    """
+    starts, ends = split.offsets[indices], split.offsets[indices + 1]
+    width = int((ends - starts).max())
+    input_ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(indices), width), dtype=np.int64)
+    labels = np.full((len(indices), width), IGNORE, dtype=np.int64) if token_labels else split.labels[indices]
+    for row, (start, end) in enumerate(zip(starts, ends)):
+        n = end - start
+        input_ids[row, :n] = split.ids[start:end]
+        mask[row, :n] = 1
+        if token_labels:
+            labels[row, :n] = split.labels[start:end]
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(mask),
+        "labels": torch.from_numpy(np.ascontiguousarray(labels)),
+    }
