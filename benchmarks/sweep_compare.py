@@ -1,0 +1,106 @@
+"""Optuna+ASHA against random search without early stopping and against the seed-style fixed setting,
+on a CoNLL-2003 subset with the bundled MiniLM; plus the platform's overhead.
+
+    .venv/bin/python benchmarks/sweep_compare.py [--train 2000 --validation 600 --test 600 --trials 8]
+
+For each strategy it reports the best validation and test entity F1 against the compute spent (trial-
+epochs and wall time). Overhead: sweep wall time against the sum of the trials' own training time
+divided by the concurrency, and the trial start-up time (trial start to its first training step,
+read from Tune's per-trial `time_total_s` minus the loop's own epoch times).
+
+Targets (issue 3): Optuna+ASHA within 0.5 F1 points of random search's best with at most 40% of its
+trial-epochs; overhead at most 15% for trials of a minute or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONLL = ROOT.parent / "shared" / "data" / "conll2003"
+
+
+def base_spec(args: argparse.Namespace, storage: Path) -> dict:
+    return {
+        "name": "bench-conll",
+        "task": "token-classification",
+        "data": {"format": "conll", "train": str(CONLL / "train.txt"), "validation": str(CONLL / "valid.txt"),
+                 "test": str(CONLL / "test.txt"), "max_train_samples": args.train,
+                 "max_validation_samples": args.validation, "max_test_samples": args.test},
+        "model": {"name_or_path": "bundled-minilm", "max_length": 128},
+        "train": {"epochs": 5, "batch_size": 16, "lr": 2.0e-5, "metric": "f1", "early_stopping_patience": None},
+        "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
+        "tracking": {"enabled": False},
+        "search": {"num_trials": args.trials, "seed": 0, "seed_with_spec": False, "grace_period": 1,
+                   "reduction_factor": 3,
+                   "space": {"train.lr": {"loguniform": [1.0e-5, 5.0e-4]},
+                             "train.dropout": {"uniform": [0.0, 0.3]},
+                             "train.epochs": {"choice": [5]}}},
+    }
+
+
+def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
+    from tunefleet.search import run_sweep
+    from tunefleet.spec import spec_from_dict
+    from tunefleet.trainer import run_train
+
+    raw = base_spec(args, storage / strategy)
+    started = time.perf_counter()
+    if strategy == "fixed":  # the seed-style setting: lr 2e-5, 5 epochs, batch 16
+        result = run_train(spec_from_dict(raw))
+        return {"strategy": strategy, "best_validation_f1": result["metrics"]["validation"]["f1"],
+                "test_f1": result["metrics"]["test"]["f1"], "trial_epochs": result["epochs_run"],
+                "wall_seconds": round(time.perf_counter() - started, 1)}
+    if strategy == "optuna_asha":
+        raw["search"] |= {"algorithm": "optuna", "scheduler": "asha"}
+    else:
+        raw["search"] |= {"algorithm": "random", "scheduler": "none"}
+    summary = run_sweep(spec_from_dict(raw))
+    trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
+    concurrency = max(1, int(args.total_cpus // args.cpus))
+    epoch_seconds = sum(h.get("time_this_iter_s", 0.0) for t in trials for h in t["history"])
+    trial_seconds = sum(t["train_seconds"] for t in trials)
+    return {
+        "strategy": strategy,
+        "best_validation_f1": summary["best"]["metrics"]["validation"]["f1"],
+        "test_f1": summary["best"]["metrics"]["test"]["f1"],
+        "trial_epochs": summary["trial_epochs"],
+        "trials": summary["trials"],
+        "wall_seconds": summary["wall_seconds"],
+        "sum_trial_seconds": round(trial_seconds, 1),
+        "overhead_vs_trials": round(summary["wall_seconds"] / (trial_seconds / concurrency) - 1, 3),
+        "startup_seconds_per_trial": round(max(0.0, trial_seconds - epoch_seconds) / len(trials), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--validation", type=int, default=600)
+    parser.add_argument("--test", type=int, default=600)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--cpus", type=float, default=2)
+    parser.add_argument("--total-cpus", type=float, default=2)
+    parser.add_argument("--only", nargs="*", default=["fixed", "optuna_asha", "random"])
+    args = parser.parse_args()
+    if not CONLL.exists():
+        sys.exit(f"{CONLL} not found: ../shared/data must lie beside the project")
+    storage = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))
+    rows = [run(strategy, args, storage) for strategy in args.only]
+    for row in rows:
+        print(json.dumps(row))
+    by = {r["strategy"]: r for r in rows}
+    if "optuna_asha" in by and "random" in by:
+        gap = (by["random"]["best_validation_f1"] - by["optuna_asha"]["best_validation_f1"]) * 100
+        share = by["optuna_asha"]["trial_epochs"] / by["random"]["trial_epochs"]
+        print(json.dumps({"f1_gap_points": round(gap, 2), "trial_epoch_share": round(share, 3),
+                          "target_met": gap <= 0.5 and share <= 0.4}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Sweeps on a real local Ray: Optuna + ASHA over the Ray Train loop, resources planned before launch,
+stopped trials cleaned up, resume after the driver dies, a killed worker recovered from checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_spec_dict
+from tunefleet.search import (
+    PlanError, SweepExistsError, build_scheduler, run_sweep, seed_point, sweep_name, tune_space,
+)
+from tunefleet.spec import spec_from_dict
+
+SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "train.dropout": {"uniform": [0.0, 0.3]},
+         "train.epochs": {"choice": [3]}}
+
+
+def make_spec(tiny_model, tmp_path, **sections):
+    return spec_from_dict(tiny_spec_dict(tiny_model, tmp_path / "runs", **sections), source=str(tmp_path / "spec.yaml"))
+
+
+def live_placement_groups():
+    from ray.util.state import list_placement_groups
+
+    return [pg for pg in list_placement_groups(limit=1000) if pg.state != "REMOVED"]
+
+
+# ---- pure parts -----------------------------------------------------------------------------------
+
+def test_space_becomes_tune_distributions(tiny_model, tmp_path):
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    spec = make_spec(tiny_model, tmp_path, search={"space": {**SPACE, "train.batch_size": {"int": [8, 16]}}})
+    space = tune_space(spec)
+    assert isinstance(space["train.lr"], Float) and space["train.lr"].lower == 1e-4
+    assert isinstance(space["train.epochs"], Categorical) and space["train.epochs"].categories == [3]
+    assert isinstance(space["train.batch_size"], Integer) and space["train.batch_size"].upper == 17  # inclusive
+    grid = make_spec(tiny_model, tmp_path, search={"algorithm": "grid", "space": {"train.epochs": {"grid": [1, 2]}}})
+    assert tune_space(grid)["train.epochs"] == {"grid_search": [1, 2]}
+
+
+def test_seed_point_is_the_spec_when_inside_the_space(tiny_model, tmp_path):
+    spec = make_spec(tiny_model, tmp_path, search={"space": SPACE})
+    assert seed_point(spec) == {"train.lr": 1e-3, "train.dropout": 0.1, "train.epochs": 3}
+    outside = make_spec(tiny_model, tmp_path, train={"lr": 0.5}, search={"space": SPACE})
+    assert seed_point(outside) is None
+
+
+def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
+    spec = make_spec(tiny_model, tmp_path, search={"space": {"train.epochs": {"choice": [2, 5]}}, "grace_period": 2})
+    asha = build_scheduler(spec)
+    assert asha._time_attr == "epoch" and asha._max_t == 5
+    milestones = sorted(rung[0] for rung in asha._brackets[0]._rungs)
+    assert milestones[0] == 2  # nobody is stopped before the grace period
+
+
+def test_sweep_name_is_deterministic(tiny_model, tmp_path):
+    a = make_spec(tiny_model, tmp_path, search={"space": SPACE})
+    assert sweep_name(a) == sweep_name(make_spec(tiny_model, tmp_path, search={"space": SPACE}))
+    assert sweep_name(a) != sweep_name(make_spec(tiny_model, tmp_path, train={"lr": 2e-3}, search={"space": SPACE}))
+
+
+def test_infeasible_plan_is_an_error_not_a_hang(tiny_model, tmp_path, ray_cluster):
+    spec = make_spec(tiny_model, tmp_path, resources={"workers": 3, "cpus_per_worker": 2}, search={"space": SPACE})
+    with pytest.raises(PlanError, match="6 CPUs .* but the cluster has 4"):
+        run_sweep(spec)
+    too_many = make_spec(tiny_model, tmp_path, search={"space": SPACE, "max_concurrent": 9})
+    with pytest.raises(PlanError, match="max_concurrent is 9 but the cluster fits 4"):
+        run_sweep(too_many)
+
+
+# ---- real sweeps ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_cluster):
+    spec = make_spec(tiny_model, tmp_path, train={"epochs": 4},
+                     search={"num_trials": 6, "space": {"train.lr": {"loguniform": [1.0e-6, 3.0e-3]}},
+                             "grace_period": 1, "reduction_factor": 3})
+    summary = run_sweep(spec)
+    trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
+    counts = summary["trials"]
+    assert counts["total"] == 6 == len(trials)
+    assert counts["completed"] + counts["stopped_early"] + counts["failed"] == 6
+    assert counts["stopped_early"] >= 1 and counts["failed"] == 0
+    assert summary["trial_epochs"] < 6 * 4  # early stopping saved compute
+    best = max(t["best_value"] for t in trials if t["best_value"] is not None)
+    assert summary["best"]["metrics"]["validation"]["accuracy"] == pytest.approx(best)
+    assert 0.0 <= summary["best"]["metrics"]["test"]["accuracy"] <= 1.0
+    # Every trial ended and released its workers: no placement group is left.
+    deadline = time.time() + 30
+    while live_placement_groups() and time.time() < deadline:
+        time.sleep(1)
+    assert live_placement_groups() == []
+    # Disk stays bounded: only the best trial keeps a checkpoint.
+    kept = sorted(p.parent.name for p in (Path(summary["storage"]) / "train").glob("*/checkpoint_*"))
+    assert kept == [summary["best"]["trial_id"]]
+    for plot in ("optimization_history", "parallel_coordinates", "param_importance", "learning_curves"):
+        assert (Path(summary["storage"]) / f"{plot}.png").stat().st_size > 1000
+    with pytest.raises(SweepExistsError, match="--resume"):
+        run_sweep(spec)
+
+
+@pytest.mark.slow
+def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
+    spec = make_spec(tiny_model, tmp_path, resources={"workers": 2, "cpus_per_worker": 1}, train={"epochs": 2},
+                     search={"num_trials": 2, "scheduler": "none", "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
+    summary = run_sweep(spec)
+    assert summary["trials"] == {"total": 2, "completed": 2, "stopped_early": 0, "failed": 0}
+    trial = summary["best"]["trial_id"]
+    log = "".join(p.read_text(errors="replace") for p in Path("/tmp/ray/session_latest/logs").glob("worker-*.out"))
+    assert "world_size=2" in log or "rank=1" in log
+    assert trial
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
+    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", train={"epochs": 2},
+                         resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
+                         search={"num_trials": 6, "max_concurrent": 1, "scheduler": "none",
+                                 "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "tunefleet.cli", "sweep", str(path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    from tunefleet.spec import load_spec
+
+    spec = load_spec(path)
+    sweep_dir = tmp_path / "runs" / sweep_name(spec)
+    finished_before = _wait_for_finished_trials(sweep_dir, 2, driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    summary = run_sweep(spec, resume=True)
+    assert summary["trials"]["total"] == 6
+    assert summary["trials"]["failed"] == 0
+    trials = {t["trial_id"]: t for t in json.loads((sweep_dir / "trials.json").read_text())}
+    for trial_id, mtime in finished_before.items():
+        # A completed trial is kept, not re-run: its result file was not rewritten.
+        assert trial_id in trials
+        assert (sweep_dir / trial_id / "result.json").stat().st_mtime == mtime
+
+
+def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Popen) -> dict[str, float]:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        assert driver.poll() is None, "the sweep ended before it could be interrupted"
+        state_files = sorted(sweep_dir.glob("experiment_state-*.json"))
+        if state_files:
+            try:
+                text = state_files[-1].read_text()
+            except OSError:
+                text = ""
+            finished = [d for d in sweep_dir.iterdir()
+                        if d.is_dir() and (d / "result.json").exists() and d.name in text
+                        and _trial_terminated(text, d.name)]
+            if len(finished) >= count:
+                return {d.name: (d / "result.json").stat().st_mtime for d in finished}
+        time.sleep(0.5)
+    raise AssertionError("trials did not finish in time")
+
+
+def _trial_terminated(state_text: str, trial_id: str) -> bool:
+    state = json.loads(state_text)
+    for entry in state.get("trial_data", []):
+        trial_json = entry[0] if isinstance(entry, list) else entry
+        info = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        if info.get("trial_id") == trial_id:
+            return info.get("status") == "TERMINATED"
+    return False
+
+
+@pytest.mark.slow
+def test_a_killed_worker_recovers_from_its_checkpoint(tiny_model, tmp_path, ray_cluster):
+    spec = make_spec(tiny_model, tmp_path, data={"format": "synthetic", "synthetic_size": 1200},
+                     train={"epochs": 4, "early_stopping_patience": None},
+                     search={"num_trials": 1, "scheduler": "none", "space": {"train.lr": {"choice": [1e-3]}}})
+    train_dir = tmp_path / "runs" / sweep_name(spec) / "train"
+    killed: list[int] = []
+
+    def kill_a_worker_after_first_checkpoint():
+        from ray.util.state import list_actors
+
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            if list(train_dir.glob("*/checkpoint_*")):
+                for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+                    os.kill(actor.pid, signal.SIGKILL)
+                    killed.append(actor.pid)
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
+    killer.start()
+    summary = run_sweep(spec)
+    killer.join(timeout=5)
+    assert killed, "no worker was killed: the test did not inject its fault"
+    assert summary["trials"] == {"total": 1, "completed": 1, "stopped_early": 0, "failed": 0}
+    trial = json.loads((Path(summary["storage"]) / "trials.json").read_text())[0]
+    epochs = [h["epoch"] for h in trial["history"]]
+    # The restarted worker resumed after the checkpointed epoch: epoch 1 was never trained twice.
+    assert epochs.count(1.0) == 1 and max(epochs) == 4.0

@@ -1,0 +1,371 @@
+"""The Serve deployment over real HTTP on loopback: answers equal local `Predictor` answers, every
+bad request gets a 4xx JSON error, and a promotion (or rollback) moves a running service to the new
+version without a failed request.
+
+One Serve instance on the suite's Ray hosts two applications for the whole module: a classification
+model at `/` (batching on, following `champion`) and an NER model at `/ner` (batching off).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tunefleet import cli
+from tunefleet.predict import Predictor as LocalPredictor
+from tunefleet.serve import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
+
+# Ray's own Serve schema still uses pydantic v1-style Field extras; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+
+ROOT = Path(__file__).resolve().parents[1]
+CLS_LABELS = ["negative", "positive"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+TEXTS = ["great value, works as described", "broke after a week", "John Smith lives in Berlin .",
+         "", "ok", "the service was slow but the food was excellent"]
+LIMITS = {"max_texts": 8, "max_chars": 200}
+
+
+def _make_checkpoint(folder: Path, tiny_model: str, task: str, seed: int) -> str:
+    """A tiny tunefleet checkpoint with a random, large-weight head: decisive answers that differ by
+    seed, so version 1 and version 2 are told apart by what they predict."""
+    import torch
+
+    from tunefleet._checkpoint import save_checkpoint
+    from tunefleet._models import build_model, load_tokenizer
+
+    ner = task == "token-classification"
+    model_class = "AutoModelForTokenClassification" if ner else "AutoModelForSequenceClassification"
+    labels = NER_LABELS if ner else CLS_LABELS
+    torch.manual_seed(seed)
+    model = build_model(model_class, tiny_model, labels, 0.1)
+    tokenizer = load_tokenizer(tiny_model)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, 2.0)
+        model.classifier.bias.zero_()
+        # Random BERT outputs barely vary by text; centring and scaling the logits makes the label
+        # depend on the text (not only on the seed) and the scores far from a tie.
+        logits = model.eval()(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits.reshape(-1, len(labels))
+        scale = 3.0 / float((logits - logits.mean(0)).std())
+        model.classifier.weight.mul_(scale)
+        model.classifier.bias.copy_(-logits.mean(0) * scale)
+    metric = "f1" if ner else "accuracy"
+    meta = {"task": task, "model_class": model_class, "label_names": labels, "base_model": tiny_model,
+            "max_length": 32, "metric": metric, "epoch": 1, "validation": {metric: 0.5}, "spec": {}}
+    return str(save_checkpoint(folder, model, tokenizer, meta, None))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite store of this module's own, also in $MLFLOW_TRACKING_URI as an operator would set it."""
+    tmp = tmp_path_factory.mktemp("serve-registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri, tmp
+
+
+@pytest.fixture(scope="module")
+def registry(store, tiny_model):
+    """tiny-cls v1 champion, v2 registered but (worse) not promoted; tiny-ner v1 champion."""
+    from tunefleet.registry import register_checkpoint
+
+    uri, tmp = store
+    checkpoints = {
+        ("tiny-cls", 1): _make_checkpoint(tmp / "cls-v1", tiny_model, "text-classification", seed=1),
+        ("tiny-cls", 2): _make_checkpoint(tmp / "cls-v2", tiny_model, "text-classification", seed=2),
+        ("tiny-ner", 1): _make_checkpoint(tmp / "ner-v1", tiny_model, "token-classification", seed=3),
+    }
+    first = register_checkpoint(checkpoints["tiny-cls", 1], "tiny-cls", {"accuracy": 0.9}, tracking_uri=uri)
+    second = register_checkpoint(checkpoints["tiny-cls", 2], "tiny-cls", {"accuracy": 0.6}, tracking_uri=uri)
+    register_checkpoint(checkpoints["tiny-ner", 1], "tiny-ner", {"f1": 0.7}, tracking_uri=uri)
+    assert (first["version"], first["promoted"]["promoted"]) == (1, True)
+    assert (second["version"], second["promoted"]["promoted"]) == (2, False)
+    local = {key: LocalPredictor(folder) for key, folder in checkpoints.items()}
+    # The two classification versions must disagree somewhere, or a switch could not be seen.
+    assert [p["label"] for p in local["tiny-cls", 1].predict(TEXTS)] != [p["label"] for p in local["tiny-cls", 2].predict(TEXTS)]
+    return uri, local
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, registry):
+    from ray import serve
+
+    uri, _ = registry
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        common = {"tracking_uri": uri, "num_cpus": 0.5, **LIMITS}
+        serve.run(build_app(ServeOptions(model="tiny-cls", max_batch_size=8, batch_wait_timeout_s=0.02,
+                                         poll_interval_s=0.5, **common)), name="tiny-cls", route_prefix="/")
+        serve.run(build_app(ServeOptions(model="tiny-ner@champion", batching=False, **common)),
+                  name="tiny-ner", route_prefix="/ner")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def _post(url: str, body, **kwargs) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=60, **kwargs)
+
+
+def _check_classification(answer: dict, texts: list[str], local: dict) -> None:
+    expected = local["tiny-cls", answer["model"]["version"]].predict(texts)
+    assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in expected]
+    # Batched requests are padded together: float rounding, amplified by the test head's scaling.
+    assert [p["score"] for p in answer["predictions"]] == pytest.approx([p["score"] for p in expected], abs=2e-3)
+
+
+# ---------------------------------------------------------------- answers
+
+
+def test_predict_answers_like_the_local_predictor(service, registry):
+    _, local = registry
+    response = _post(f"{service}/predict", {"texts": TEXTS})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"]["name"] == "tiny-cls" and answer["model"]["alias"] == "champion"
+    assert len(answer["predictions"]) == len(TEXTS)
+    _check_classification(answer, TEXTS, local)
+
+
+def test_concurrent_requests_each_get_their_own_answers(service, registry):
+    _, local = registry
+    batches = [[f"{TEXTS[i % len(TEXTS)]} {i}", f"request number {i}"][: 1 + i % 2] for i in range(24)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(lambda texts: _post(f"{service}/predict", {"texts": texts}), batches))
+    for texts, response in zip(batches, responses):
+        assert response.status_code == 200, response.text
+        _check_classification(response.json(), texts, local)
+
+
+def test_ner_spans_match_the_local_predictor(service, registry):
+    _, local = registry
+    texts = ["John Smith lives in Berlin .", "Angela Merkel visited Paris and London", "nothing here"]
+    response = _post(f"{service}/ner/predict", {"texts": texts})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == {"name": "tiny-ner", "version": 1, "alias": "champion"}
+    expected = local["tiny-ner", 1].predict(texts)
+    assert any(row["entities"] for row in expected), "the random NER head should tag something"
+    for got, want in zip(answer["predictions"], expected):
+        assert [(e["type"], e["start"], e["end"], e["text"]) for e in got["entities"]] == \
+               [(e["type"], e["start"], e["end"], e["text"]) for e in want["entities"]]
+        assert [e["score"] for e in got["entities"]] == pytest.approx([e["score"] for e in want["entities"]], abs=2e-3)
+
+
+def test_healthz_and_model_say_what_is_served(service):
+    health = requests.get(f"{service}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    info = requests.get(f"{service}/ner/model", timeout=30).json()
+    assert {k: info[k] for k in ("name", "version", "alias", "task", "labels")} == {
+        "name": "tiny-ner", "version": 1, "alias": "champion", "task": "token-classification", "labels": NER_LABELS}
+    assert info["metrics"]["test"] == {"f1": 0.7}
+    assert info["batching"] is False
+    info = requests.get(f"{service}/model", timeout=30).json()
+    assert info["name"] == "tiny-cls" and info["batching"] is True and info["max_texts"] == LIMITS["max_texts"]
+
+
+# ---------------------------------------------------------------- bad requests
+
+BAD_REQUESTS = {
+    "invalid JSON": ('{"texts": ["unclosed"', 400),
+    "not an object": (json.dumps(["a", "b"]), 400),
+    "missing texts": (json.dumps({"text": ["a"]}), 400),
+    "no fields": (json.dumps({}), 400),
+    "texts not a list": (json.dumps({"texts": "just one string"}), 400),
+    "non-string item": (json.dumps({"texts": ["fine", 3]}), 400),
+    "null item": (json.dumps({"texts": [None]}), 400),
+    "empty list": (json.dumps({"texts": []}), 400),
+    "too many texts": (json.dumps({"texts": ["x"] * (LIMITS["max_texts"] + 1)}), 413),
+    "too many characters": (json.dumps({"texts": ["ok", "y" * (LIMITS["max_chars"] + 1)]}), 413),
+    "huge body": (json.dumps({"texts": ["z" * 50_000] * 40}), 413),
+    "deep nesting": ("[" * 9_000 + "]" * 9_000, 400),
+    "not UTF-8": (b'{"texts": ["\xff\xfe"]}', 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_requests_get_a_4xx_json_error(service, case):
+    body, status = BAD_REQUESTS[case]
+    response = _post(f"{service}/predict", body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status and isinstance(error["message"], str) and error["message"]
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/nowhere", 404), ("POST", "/predict/extra", 404), ("GET", "/ner/nowhere", 404),
+    ("GET", "/predict", 405), ("POST", "/healthz", 405),
+])
+def test_unknown_routes_and_wrong_methods_answer_json(service, method, path, status):
+    response = requests.request(method, f"{service}{path}", timeout=30)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["status"] == status
+
+
+def test_service_still_answers_after_bad_requests(service, registry):
+    for body, _ in BAD_REQUESTS.values():
+        _post(f"{service}/predict", body)
+    response = _post(f"{service}/predict", {"texts": ["still here"]})
+    assert response.status_code == 200
+    _check_classification(response.json(), ["still here"], registry[1])
+
+
+# ---------------------------------------------------------------- following the alias
+
+
+@pytest.mark.slow
+def test_promotion_and_rollback_switch_versions_without_failed_requests(service, registry):
+    """A client keeps sending while champion moves 1 -> 2 (promote) -> 1 (rollback)."""
+    from tunefleet.registry import promote, rollback
+
+    uri, local = registry
+    answers: list[tuple[int, list[str], dict]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        i = 0
+        while not stop.is_set():
+            texts = [TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]]
+            try:
+                response = _post(f"{service}/predict", {"texts": texts})
+                if response.status_code == 200:
+                    answers.append((response.json()["model"]["version"], texts, response.json()))
+                else:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+            i += 1
+
+    def wait_for(version: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if answers and answers[-1][0] == version:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"answers did not switch to version {version} within {timeout:.0f}s "
+                    f"(last {answers[-1][0] if answers else None}; failures {failures[:3]})")
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(1)
+        promoted = promote("tiny-cls", 2, force=True, tracking_uri=uri)
+        assert promoted["promoted"]["promoted"], promoted
+        wait_for(2)
+        served_v2 = len(answers)
+        time.sleep(0.5)  # a few more answers from version 2
+        rollback("tiny-cls", tracking_uri=uri)
+        wait_for(1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures[:5]
+    versions = [version for version, _, _ in answers]
+    # One replica: 1s, then 2s, then 1s; never a mix within a phase.
+    phases = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+    assert phases == [1, 2, 1], phases
+    assert served_v2 <= len(answers)
+    for version, texts, answer in answers[::3]:
+        _check_classification(answer, texts, local)
+
+
+# ---------------------------------------------------------------- batching
+
+
+def test_batcher_puts_what_waited_for_the_model_in_one_batch():
+    import asyncio
+
+    from tunefleet._serve_batch import MicroBatcher
+
+    sizes: list[int] = []
+
+    async def handle(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if -1 in items:
+            raise ValueError("bad item")
+        await asyncio.sleep(0.05)  # the model is busy; later requests pile up meanwhile
+        return [item * 10 for item in items]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(handle, max_batch_size=8, batch_wait_timeout_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 12)]
+        assert await first == 0 and await asyncio.gather(*rest) == [i * 10 for i in range(1, 12)]
+        # Not cohorts: the 11 that arrived during the first call go in as 8 + 3, capped by max_batch_size.
+        assert sizes == [1, 8, 3]
+        with pytest.raises(ValueError, match="bad item"):
+            await batcher.submit(-1)
+        assert await batcher.submit(5) == 50 and batcher.alive  # an error fails its batch, not the batcher
+        batcher.close()
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- the command and the config
+
+
+def test_cli_serve_defaults_to_loopback():
+    args = cli.build_parser().parse_args(["serve", "tiny-cls"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["serve", "tiny-cls@"], "alias"),
+    (["serve", "tiny-cls/zero"], "version"),
+    (["serve", "no-such-model"], "no registered model"),
+    (["serve", "tiny-cls@nosuchalias"], "no alias @nosuchalias"),
+    (["serve", "tiny-cls", "--max-batch-size", "0"], "max_batch_size"),
+])
+def test_cli_serve_rejects_bad_input_before_starting_anything(store, registry, monkeypatch, capsys, argv, needle):
+    import ray
+    from ray import serve
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("tunefleet serve started Ray/Serve for bad input")
+
+    monkeypatch.setattr(ray, "init", forbidden)
+    monkeypatch.setattr(serve, "start", forbidden)
+    monkeypatch.setattr(serve, "run", forbidden)
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    # Only our lines: the suite's Ray forwards its workers' logs to this process's stderr too.
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tunefleet:")]
+    assert len(err) == 1 and err[0].startswith("tunefleet: error:") and needle in err[0], err
+
+
+def test_options_report_every_problem_at_once():
+    with pytest.raises(ServeConfigError) as caught:
+        ServeOptions(model="m", max_batch_size=0, max_texts=-1, poll_interval_s=0, replicas=True)
+    message = str(caught.value)
+    for field in ("max_batch_size", "max_texts", "poll_interval_s", "replicas"):
+        assert field in message
+    with pytest.raises(ServeConfigError, match="unknown field"):
+        ServeOptions.from_args({"model": "m", "max_batchsize": 4})
+
+
+def test_shipped_serve_config_builds_the_app():
+    options = options_from_file(ROOT / "deploy" / "serve-config.yaml")
+    assert options["model"] == "conll2003-ner@champion" and options["autoscaling_config"]["max_replicas"] >= 1
+    parsed = ServeOptions.from_args(options)
+    assert parsed.max_ongoing_requests >= parsed.max_batch_size
+    app_builder(options)  # what `serve run deploy/serve-config.yaml` calls; builds without a cluster
