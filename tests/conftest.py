@@ -21,6 +21,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 def tiny_model(tmp_path_factory) -> str:
     """A 2-layer, 32-wide BERT with random weights and the bundled MiniLM tokenizer: same code path
     as the real model, a hundred times faster."""
+    import torch
     from transformers import BertConfig, BertModel
 
     from tunefleet._models import load_tokenizer
@@ -29,6 +30,7 @@ def tiny_model(tmp_path_factory) -> str:
     tokenizer = load_tokenizer("bundled-minilm")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)  # the same tiny model every session: learning tests stay deterministic
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -41,9 +43,9 @@ def ray_cluster(tmp_path_factory):
     import ray
 
     os.environ["TUNEFLEET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
+    from tunefleet.trainer import init_ray
+
+    init_ray(num_cpus=4)
     yield ray
     ray.shutdown()
 

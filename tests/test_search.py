@@ -29,10 +29,17 @@ def make_spec(tiny_model, tmp_path, **sections):
     return spec_from_dict(tiny_spec_dict(tiny_model, tmp_path / "runs", **sections), source=str(tmp_path / "spec.yaml"))
 
 
+def gcs_address() -> str:
+    # Other Ray instances may run on this machine: always name ours to the State API.
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def live_placement_groups():
     from ray.util.state import list_placement_groups
 
-    return [pg for pg in list_placement_groups(limit=1000) if pg.state != "REMOVED"]
+    return [pg for pg in list_placement_groups(address=gcs_address(), limit=1000) if pg.state != "REMOVED"]
 
 
 # ---- pure parts -----------------------------------------------------------------------------------
@@ -83,18 +90,21 @@ def test_infeasible_plan_is_an_error_not_a_hang(tiny_model, tmp_path, ray_cluste
 
 @pytest.mark.slow
 def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_cluster):
-    spec = make_spec(tiny_model, tmp_path, train={"epochs": 4},
-                     search={"num_trials": 6, "space": {"train.lr": {"loguniform": [1.0e-6, 3.0e-3]}},
-                             "grace_period": 1, "reduction_factor": 3})
+    # Two at a time, so later trials meet a filled rung. The metric is the validation loss: unlike
+    # accuracy on a tiny model it never ties, so ASHA always has a real ranking to cut.
+    spec = make_spec(tiny_model, tmp_path, data={"format": "synthetic", "synthetic_size": 600},
+                     train={"epochs": 3, "metric": "loss"},
+                     search={"num_trials": 4, "max_concurrent": 2, "grace_period": 1, "reduction_factor": 2,
+                             "seed_with_spec": False, "space": {"train.lr": {"loguniform": [1.0e-6, 5.0e-3]}}})
     summary = run_sweep(spec)
     trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
     counts = summary["trials"]
-    assert counts["total"] == 6 == len(trials)
-    assert counts["completed"] + counts["stopped_early"] + counts["failed"] == 6
+    assert counts["total"] == 4 == len(trials)
+    assert counts["completed"] + counts["stopped_early"] + counts["failed"] == 4
     assert counts["stopped_early"] >= 1 and counts["failed"] == 0
-    assert summary["trial_epochs"] < 6 * 4  # early stopping saved compute
-    best = max(t["best_value"] for t in trials if t["best_value"] is not None)
-    assert summary["best"]["metrics"]["validation"]["accuracy"] == pytest.approx(best)
+    assert summary["trial_epochs"] < 4 * 3  # early stopping saved compute
+    best = min(t["best_value"] for t in trials if t["best_value"] is not None)
+    assert summary["best"]["metrics"]["validation"]["loss"] == pytest.approx(best)
     assert 0.0 <= summary["best"]["metrics"]["test"]["accuracy"] <= 1.0
     # Every trial ended and released its workers: no placement group is left.
     deadline = time.time() + 30
@@ -116,17 +126,15 @@ def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
                      search={"num_trials": 2, "scheduler": "none", "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
     summary = run_sweep(spec)
     assert summary["trials"] == {"total": 2, "completed": 2, "stopped_early": 0, "failed": 0}
-    trial = summary["best"]["trial_id"]
-    log = "".join(p.read_text(errors="replace") for p in Path("/tmp/ray/session_latest/logs").glob("worker-*.out"))
-    assert "world_size=2" in log or "rank=1" in log
-    assert trial
+    trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
+    assert all(h["workers"] == 2 for t in trials for h in t["history"])
 
 
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
     raw = tiny_spec_dict(tiny_model, tmp_path / "runs", train={"epochs": 2},
                          resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
-                         search={"num_trials": 6, "max_concurrent": 1, "scheduler": "none",
+                         search={"num_trials": 4, "max_concurrent": 1, "scheduler": "none",
                                  "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -141,16 +149,16 @@ def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
     summary = run_sweep(spec, resume=True)
-    assert summary["trials"]["total"] == 6
+    assert summary["trials"]["total"] == 4
     assert summary["trials"]["failed"] == 0
     trials = {t["trial_id"]: t for t in json.loads((sweep_dir / "trials.json").read_text())}
-    for trial_id, mtime in finished_before.items():
-        # A completed trial is kept, not re-run: its result file was not rewritten.
+    for trial_id, before in finished_before.items():
+        # A completed trial is kept, not re-run: it reported nothing after the resume.
         assert trial_id in trials
-        assert (sweep_dir / trial_id / "result.json").stat().st_mtime == mtime
+        assert (sweep_dir / trial_id / "result.json").read_text() == before
 
 
-def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Popen) -> dict[str, float]:
+def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Popen) -> dict[str, str]:
     deadline = time.time() + 240
     while time.time() < deadline:
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
@@ -164,7 +172,7 @@ def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Po
                         if d.is_dir() and (d / "result.json").exists() and d.name in text
                         and _trial_terminated(text, d.name)]
             if len(finished) >= count:
-                return {d.name: (d / "result.json").stat().st_mtime for d in finished}
+                return {d.name: (d / "result.json").read_text() for d in finished}
         time.sleep(0.5)
     raise AssertionError("trials did not finish in time")
 
@@ -193,7 +201,8 @@ def test_a_killed_worker_recovers_from_its_checkpoint(tiny_model, tmp_path, ray_
         deadline = time.time() + 240
         while time.time() < deadline and not killed:
             if list(train_dir.glob("*/checkpoint_*")):
-                for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+                for actor in list_actors(address=gcs_address(),
+                                         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
                     os.kill(actor.pid, signal.SIGKILL)
                     killed.append(actor.pid)
                     return

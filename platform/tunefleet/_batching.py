@@ -26,6 +26,9 @@ def train_batches(split: TokenizedSplit, batch_size: int, seed: int, epoch: int,
     `world_size`-th batch, so workers see disjoint shards. The list is cut to a multiple of
     `world_size` so that each worker runs the same number of steps (DDP's all-reduce needs every
     worker at every step).
+
+    Raises:
+        ValueError: fewer batches than workers (some worker would have no step at all).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(split))
@@ -39,7 +42,12 @@ def train_batches(split: TokenizedSplit, batch_size: int, seed: int, epoch: int,
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    usable = (len(batches) // world_size) * world_size or len(batches)
+    usable = (len(batches) // world_size) * world_size
+    if usable == 0:
+        raise ValueError(
+            f"the training split has {len(split)} examples, {len(batches)} batch(es) of {batch_size}: fewer "
+            f"than the {world_size} workers; lower train.batch_size or resources.workers"
+        )
     return batches[rank:usable:world_size]
 
 

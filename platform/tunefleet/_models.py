@@ -66,7 +66,8 @@ def build_model(model_class_name: str, name_or_path: str, label_names: list[str]
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        return auto_class.from_pretrained(path, config=config)
+        # safetensors only: a pickled `pytorch_model.bin` from a downloaded folder could run code.
+        return auto_class.from_pretrained(path, config=config, use_safetensors=True)
     finally:
         transformers.logging.set_verbosity(previous)
 

@@ -9,6 +9,7 @@ same arrays, and any change to data, tokenizer or length makes a new entry. Entr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def tokenize_splits(splits: Any, tokenizer: Any, max_length: int, cache: Path | 
     task = get_task(splits.task)
     key = hashlib.sha256("|".join([
         splits.fingerprint, splits.task, str(max_length),
-        hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+        _tokenizer_fingerprint(tokenizer),
     ]).encode()).hexdigest()[:32]
     folder = (cache or cache_dir()) / "tokenized"
     path = folder / f"{key}.npz"
@@ -48,6 +49,16 @@ def tokenize_splits(splits: Any, tokenizer: Any, max_length: int, cache: Path | 
     np.savez(partial, **{f"{name}/{k}": v for name, split in result.items() for k, v in split.to_arrays().items()})
     os.replace(partial, path)
     return result, False
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of the tokenizer's serialisation without its truncation and padding settings: the Rust
+    tokenizer stores those of its *last call* (every call with max_length rewrites them), so keeping
+    them would make the key depend on what the tokenizer was last used for, not on what it does."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
 def _prefixed(archive: Any, name: str) -> dict[str, np.ndarray]:

@@ -15,14 +15,26 @@ import sys
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+# The run or sweep finished and its summary is printed, but MLflow could not record all of it.
+EXIT_TRACKING_INCOMPLETE = 1
 
 
 class UsageError(ValueError):
     """Bad command-line input that argparse itself cannot catch."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with tunefleet's error contract: one `tunefleet: error:` line naming the command, exit 2
+    (argparse's own prints a usage block and a line in another format)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("tunefleet").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_BAD_INPUT, f"tunefleet: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunefleet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tunefleet", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -48,12 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--restart", action="store_true",
                        help="start over; earlier results of this sweep are moved aside, not deleted")
     p.set_defaults(handler=_cmd_sweep)
+    _add_serve_parser(commands)
+    _add_registry_parsers(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad argument (2): an exit code, like every other outcome
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if result is not None:
         print(json.dumps(result, default=str))
+        # The work is done and summarised, but MLflow lost part of it (the store went away): say so.
+        tracking_error = (result.get("mlflow") or {}).get("error") if isinstance(result, dict) else None
+        if tracking_error:
+            print(f"tunefleet: error: {tracking_error}", file=sys.stderr)
+            return EXIT_TRACKING_INCOMPLETE
     return 0
 
 
@@ -83,7 +105,7 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 # Error classes of later stages that mean "bad input" (checked by name to keep imports lazy).
-_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError"}
+_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError", "ServeConfigError", "TrackingError"}
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -113,8 +135,7 @@ def _print_trial_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    trials = _json.loads((Path(summary["storage"]) / "trials.json").read_text())
-    trials.sort(key=lambda t: (t["best_value"] is None, -(t["best_value"] or 0.0)))
+    trials = _json.loads((Path(summary["storage"]) / "trials.json").read_text())  # best first
     table = Table(title=f"sweep {summary['sweep']}: {summary['trials']}")
     for column in ("trial", "status", "best", "epochs", "hyperparameters"):
         table.add_column(column)
@@ -142,19 +163,149 @@ def _print_data_report(spec: Any, splits: Any, report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=True)
     table = Table(title=f"{spec.name}: {spec.task}, max_length {spec.model.max_length}")
     for column in ("split", "examples", "labels", "p50", "p95", "max", "truncated"):
         table.add_column(column)
-    for name, split in report.items():
-        if not isinstance(split, dict) or "examples" not in split:
-            continue
-        lengths = split.get("token_lengths", {})
-        labels = split.get("labels") or split.get("entities") or {}
-        table.add_row(name, str(split["examples"]), ", ".join(f"{k} {v}" for k, v in labels.items()),
-                      str(lengths.get("p50", "")), str(lengths.get("p95", "")), str(lengths.get("max", "")),
-                      str(split.get("truncated", "")))
-    console.print(table)
+    for name, split in report["splits"].items():
+        lengths = split["token_length"]
+        truncated = str(split["truncated_examples"])
+        if "truncated_entity_words" in split:
+            truncated += f" ({split['truncated_entity_words']} entity words cut)"
+        table.add_row(name, str(split["examples"]), ", ".join(f"{k} {v}" for k, v in split["labels"].items()),
+                      str(lengths["p50"]), str(lengths["p95"]), str(lengths["max"]), truncated)
+    Console(stderr=True).print(table)
+
+
+# ---- tunefleet serve ------------------------------------------------------------------------------
+
+
+def _add_serve_parser(commands: Any) -> None:
+    p = commands.add_parser("serve", help="serve a registered model over HTTP (Ray Serve)")
+    p.add_argument("model", help="NAME (= NAME@champion), NAME@alias or NAME/version")
+    # Loopback by default: the service has no authentication of its own.
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--replicas", type=int, help="fixed number of replicas (default 1)")
+    p.add_argument("--max-batch-size", type=int, help="most requests per forward pass (default 16)")
+    p.add_argument("--batch-wait-ms", type=float, help="how long a batch waits to fill (default 10)")
+    p.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    p.add_argument("--max-texts", type=int, help="most texts per request (default 64)")
+    p.add_argument("--max-chars", type=int, help="most characters per text (default 10000)")
+    p.add_argument("--poll-interval", type=float, help="seconds between registry polls for the alias (default 2)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default; equals `tunefleet predict`), or bf16 autocast: faster batches on CPUs with bf16")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML of serve options, or a Serve config like deploy/serve-config.yaml; flags win")
+    p.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import ServeOptions, options_from_file, serve_forever
+
+    options: dict[str, Any] = options_from_file(args.config) if args.config else {}
+    flags = {"replicas": args.replicas, "max_batch_size": args.max_batch_size, "max_texts": args.max_texts,
+             "max_chars": args.max_chars, "poll_interval_s": args.poll_interval, "precision": args.precision,
+             "batch_wait_timeout_s": None if args.batch_wait_ms is None else args.batch_wait_ms / 1000}
+    options |= {key: value for key, value in flags.items() if value is not None}
+    if args.replicas is not None:
+        options.pop("autoscaling_config", None)  # --replicas means a fixed count
+    if args.no_batching:
+        options["batching"] = False
+    options["model"] = args.model
+    source = f"tunefleet serve{f' --config {args.config}' if args.config else ''}"
+
+    def ready(summary: dict[str, Any]) -> None:  # the service runs until Ctrl-C: say where it is now
+        print(json.dumps(summary, default=str), flush=True)
+
+    serve_forever(ServeOptions.from_args(options, source=source), args.host, args.port, on_ready=ready)
+
+
+# ---- tunefleet models / promote / rollback / predict ----------------------------------------------
+
+
+def _add_registry_parsers(commands: Any) -> None:
+    def with_store(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                                              "in the working folder)")
+
+    p = commands.add_parser("models", help="registered models: versions, aliases, metrics, source sweep")
+    p.add_argument("name", nargs="?", help="one registered model (default: all)")
+    with_store(p)
+    p.set_defaults(handler=_cmd_models)
+
+    p = commands.add_parser("promote", help="make a version champion if it beats the champion (or --force)")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--force", action="store_true", help="promote even if its test metric is not better")
+    with_store(p)
+    p.set_defaults(handler=_cmd_promote)
+
+    p = commands.add_parser("rollback", help="give champion back to the previous champion")
+    p.add_argument("name")
+    with_store(p)
+    p.set_defaults(handler=_cmd_rollback)
+
+    p = commands.add_parser("predict", help="label texts locally with a registered model (JSON lines out)")
+    p.add_argument("model", help="NAME (= NAME@champion), NAME@alias or NAME/version")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to label (repeatable)")
+    source.add_argument("--file", help="a UTF-8 file with one text per line (blank lines skipped); - for stdin")
+    p.add_argument("--batch-size", type=int, default=32)
+    with_store(p)
+    p.set_defaults(handler=_cmd_predict)
+
+
+def _cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .registry import list_models
+
+    rows = list_models(args.name, tracking_uri=args.tracking_uri)
+    table = Table(title="registered models")
+    for column in ("model", "version", "aliases", "test metric", "decision", "source sweep", "created"):
+        table.add_column(column)
+    for r in rows:
+        metric = "" if r["test_metric"] is None else f"{r['metric']} {r['test_metric']:.4f}"
+        table.add_row(r["name"], str(r["version"]), ", ".join(r["aliases"]), metric, r["decision"] or "",
+                      r["source_sweep"] or "", r["created"])
+    Console(stderr=True).print(table)
+    return {"models": rows}
+
+
+def _cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
+    from .registry import promote
+
+    return promote(args.name, args.version, force=args.force, tracking_uri=args.tracking_uri)
+
+
+def _cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
+    from .registry import rollback
+
+    return rollback(args.name, tracking_uri=args.tracking_uri)
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .predict import Predictor
+    from .registry import resolve_model
+
+    if args.file == "-":
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    elif args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UsageError(f"--file {args.file}: no such file; give a text file with one text per line")
+        texts = path.read_text(encoding="utf-8").splitlines()
+    else:
+        texts = args.text
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UsageError("predict: no text to label; pass --text TEXT or a --file with one text per line")
+    model = resolve_model(args.model, tracking_uri=args.tracking_uri)
+    for text, prediction in zip(texts, Predictor(model.checkpoint).predict(texts, batch_size=args.batch_size)):
+        print(json.dumps({"model": f"{model.name}/{model.version}", "text": text, **prediction}), flush=True)
 
 
 if __name__ == "__main__":

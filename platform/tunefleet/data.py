@@ -272,7 +272,8 @@ def _parse_table(path: str, text: str, data: DataConfig) -> tuple[list[str], lis
     has_header = _has_header(data, first, rows, text)
     names = [c for c in (*data.text_columns, data.label_column) if isinstance(c, str)]
     if data.header == "auto" and names and not has_header:
-        missing = ", ".join(repr(name) for name in names if name not in first)
+        missing = ", ".join(f"{name!r} (data.{'label_column' if name == data.label_column else 'text_columns'})"
+                            for name in names if name not in first)
         raise DataError(
             f"{path}:1: column {missing} not in the first row ({', '.join(repr(c) for c in first)}); "
             f"name columns from the header row, or use 0-based numbers with data.header: false"

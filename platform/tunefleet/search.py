@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._plots import save_sweep_plots
 from .spec import Spec, parse_duration, spec_from_dict
 from .trainer import PlanError, plan_resources, prepare_data, score_checkpoint, start_ray, storage_uri
 
@@ -59,21 +60,33 @@ class TrialRecord:
 # ---- the trial ------------------------------------------------------------------------------------
 
 def run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any, label_names: list[str],
-              train_storage: str) -> None:
+              train_storage: str, tracking: dict[str, Any] | None = None) -> None:
     """One trial: the base spec with this trial's hyperparameters, fitted as a Ray Train run.
 
     The Train run is named after the trial, so a retried or resumed trial finds its own run and Ray
-    Train resumes it from its latest checkpoint instead of starting over.
+    Train resumes it from its latest checkpoint instead of starting over. With `tracking` (the sweep's
+    parent run), the trial logs into its own child run, created here by explicit parent id (or found
+    again when the trial is retried or resumed).
     """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from .tracking import check_reachable, start_child_run
     from .trainer import build_trainer
 
     spec = spec_from_dict(base_spec).with_overrides(config)
     spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"storage_path": train_storage})})
     trial_id = tune.get_context().get_trial_id()
-    trainer = build_trainer(spec, data_ref, label_names, run_name=trial_id, callbacks=[TuneReportCallback()])
+    try:
+        if tracking:
+            check_reachable(tracking["tracking_uri"])  # seconds, not MLflow's minutes of retries
+        child = start_child_run(tracking, trial_id, config)
+    except Exception as exc:  # noqa: BLE001 - the store went away mid-sweep: train anyway, untracked
+        log.warning("mlflow: trial %s trains untracked, the tracking store is unusable: %s", trial_id,
+                    (str(exc).splitlines() or [type(exc).__name__])[0][:300])
+        child = None
+    trainer = build_trainer(spec, data_ref, label_names, run_name=trial_id, callbacks=[TuneReportCallback()],
+                            tracking=child)
     trainer.fit()
 
 
@@ -185,16 +198,24 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     storage = storage_uri(spec)
     sweep_dir = Path(storage) / name
     _check_existing(sweep_dir, name, spec, resume, restart)
+    from . import tracking
+
+    # Everything that can be wrong with the input is checked before anything is written to MLflow:
+    # the store answers (seconds), the data reads, the cluster fits; only then the parent run is made.
+    if spec.tracking.enabled:
+        tracking.check_reachable(tracking.tracking_uri(spec.tracking.uri))
     prepared = prepare_data(spec)
     log.info("data: %s (tokenization %s)", {k: len(v) for k, v in prepared.tokenized.items()},
              "from cache" if prepared.from_cache else "done, cached")
     start_ray(spec)
     concurrency = _concurrency(spec)
+    parent = tracking.start_sweep_run(spec, name, sweep_dir, resume)  # None when tracking is off
     metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
     data_ref = ray.put(prepared.arrays())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base_spec=spec.to_dict(), data_ref=data_ref,
-                             label_names=prepared.splits.label_names, train_storage=str(sweep_dir / "train")),
+                             label_names=prepared.splits.label_names, train_storage=str(sweep_dir / "train"),
+                             tracking=parent.to_config() if parent else None),
         # The trial function only waits on fit(); its Train workers hold the CPUs. Ray refuses an
         # empty placement group, so the trial reserves the memory its process needs instead of a CPU.
         {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY},
@@ -227,13 +248,58 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             ),
             run_config=run_config,
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
     trials = collect_trials(grid, spec, metric, mode)
+    save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
     housekeeping.finish([t for t in trials if t.status == "completed"])
     best = pick_best(trials, mode)
     summary = _summarise(spec, name, sweep_dir, trials, best, prepared, metric, time.perf_counter() - started)
+    # Written before MLflow is touched again: the sweep's result stands whatever the store does.
+    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"])
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
+                     best: dict[str, Any] | None) -> dict[str, Any]:
+    """MLflow's part of the summary: children's end states, the parent's artifacts, and the best
+    model registered under the spec's name behind the champion gate.
+
+    A store that went away during the sweep does not cost its result: `mlflow` and `registered` then
+    carry `{"error": ...}` (the CLI exits 1), the parent run stays RUNNING, and `--resume` once the
+    store is back logs the end states and registers the best model without training again."""
+    from . import tracking
+    from .registry import register_checkpoint
+
+    if parent is None:
+        return {"mlflow": None, "registered": None}
+    try:
+        tracking.check_reachable(parent.tracking_uri)  # seconds, not MLflow's minutes of retries
+    except tracking.TrackingError as exc:
+        return _tracking_failed(parent, best, str(exc))
+    try:
+        mlflow_info = tracking.finish_sweep(parent, spec, sweep_dir, trials, best)
+        registered = None if best is None else register_checkpoint(
+            best["checkpoint"], spec.name, best["metrics"]["test"], tracking_uri=parent.tracking_uri,
+            run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name)
+    except Exception as exc:  # noqa: BLE001 - the store failed half-way; the sweep's result stands
+        tracking.end_run(parent, "FAILED")
+        return _tracking_failed(parent, best, f"tracking: {type(exc).__name__}: {_one_line(exc)}")
+    tracking.end_run(parent, "FINISHED")
+    return {"mlflow": mlflow_info, "registered": registered}
+
+
+def _tracking_failed(parent: Any, best: dict[str, Any] | None, reason: str) -> dict[str, Any]:
+    reason = f"{reason.splitlines()[0]}; the sweep's results are in summary.json; run the sweep again with " \
+             "--resume once the store is back to log and register them"
+    log.error("%s", reason)
+    return {"mlflow": parent.summary("parent_run_id") | {"error": reason},
+            "registered": None if best is None else {"error": reason}}
 
 
 def _check_existing(sweep_dir: Path, name: str, spec: Spec, resume: bool, restart: bool) -> None:
@@ -319,7 +385,8 @@ def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialR
 
 
 def pick_best(trials: list[TrialRecord], mode: str) -> TrialRecord | None:
-    scored = [t for t in trials if t.best_value is not None and t.checkpoint and Path(t.checkpoint).exists()]
+    # A folder without its metadata file is a checkpoint whose write never finished: never a candidate.
+    scored = [t for t in trials if t.best_value is not None and t.checkpoint and _complete(t.checkpoint)]
     if not scored:
         return None
     return (max if mode == "max" else min)(scored, key=lambda t: t.best_value)
@@ -337,7 +404,10 @@ def _summarise(spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord]
             "metrics": {"validation": read_meta(best.checkpoint)["validation"], "test": test},
         }
     counts = {status: sum(t.status == status for t in trials) for status in ("completed", "stopped_early", "failed")}
-    (sweep_dir / "trials.json").write_text(json.dumps([asdict(t) for t in trials], indent=2, default=str))
+    # Best first (by the spec's metric and mode), unscored trials last: the order the table shows.
+    sign = -1 if spec.metric_mode() == "max" else 1
+    ranked = sorted(trials, key=lambda t: (t.best_value is None, sign * (t.best_value or 0.0)))
+    (sweep_dir / "trials.json").write_text(json.dumps([asdict(t) for t in ranked], indent=2, default=str))
     return {
         "sweep": name,
         "storage": str(sweep_dir),
@@ -399,6 +469,12 @@ class _CheckpointJanitor:
                 """Nothing to do at the end: the best is already the only survivor."""
 
         return Janitor(*args, **kwargs)
+
+
+def _complete(checkpoint: str) -> bool:
+    from ._checkpoint import META_FILE
+
+    return (Path(checkpoint) / META_FILE).is_file()
 
 
 def _finite(value: Any) -> bool:

@@ -359,10 +359,10 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
     resolved = resolve_model(options.model, options.tracking_uri)
     started_ray = not ray.is_initialized()
     if started_ray:
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        from .trainer import init_ray
+
         # Dashboard on loopback only: it can run code, and `serve status` reads it.
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        init_ray(os.environ.get("RAY_ADDRESS"))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -7,12 +7,14 @@ workers train on disjoint shards and evaluate on disjoint shards whose predictio
 every worker computes the same metric and takes the same early-stopping decision.
 
 `config` holds the validated spec as a dict, the tokenized data (a Ray object ref, shared by every
-worker and every trial) and the label names. Rank 0 returns a summary (every reported evaluation,
-and the divergence reason if the loss blew up) that Ray Train hands back as `Result.return_value`.
+worker and every trial) and the label names. Every rank returns a summary (every reported evaluation,
+the divergence reason if the loss blew up, and a fingerprint of what the rank trained on and ended
+with); Ray Train hands back rank 0's as `Result.return_value`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tempfile
 import time
@@ -25,6 +27,7 @@ import torch
 
 from ._batching import collate, eval_batches, train_batches
 from ._checkpoint import load_training_state, save_checkpoint
+from ._runlog import RunLogger
 from ._models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from .spec import Spec, spec_from_dict
 from .tasks import Task, TokenizedSplit, get_task
@@ -45,6 +48,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     task = get_task(spec.task)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    node_id = ray.get_runtime_context().get_node_id()
     # Ray gives each worker `cpus_per_worker` CPUs; more torch threads than that only fight each other.
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
     device = ray.train.torch.get_device()
@@ -60,13 +64,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                             None if resume_dir else cfg.dropout)
         state = load_training_state(resume_dir) if resume_dir else None
     model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    # fused: one kernel over all parameters instead of a loop of per-tensor ops; on CPU the default
+    # AdamW step costs more than a short batch's forward and backward (benchmarks/throughput.py).
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     batches_per_epoch = len(train_batches(train_split, cfg.batch_size, cfg.seed, 0, rank, world, cfg.group_by_length))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum_steps))
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     tracker = _Progress(spec)
+    # Rank 0 alone logs to MLflow, into the run the driver created (None: untracked).
+    run_log = RunLogger.from_config(config.get("tracking")) if rank == 0 else None
     start_epoch = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -86,9 +94,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             **{f"val_{k}": v for k, v in scores.items() if k != "report"},
             f"best_val_{cfg.metric}": tracker.best, "diverged": 0,
             # Lets the sweep tell a trial that early stopping ended from one the scheduler stopped.
-            "planned_epochs": cfg.epochs, "early_stopped": int(tracker.should_stop()),
+            "planned_epochs": cfg.epochs, "early_stopped": int(tracker.should_stop()), "workers": world,
+            # Where the run is: on a multi-node cluster, shows a retried trial moving to another node.
+            "node_id": node_id,
         }
         tracker.log(metrics, rank)
+        if run_log is not None:
+            run_log.log_metrics(metrics, step=tracker.step)
         if improved and rank == 0:
             # Only the best checkpoint is kept (RunConfig keeps one): publish only on improvement.
             with tempfile.TemporaryDirectory() as tmp:
@@ -106,12 +118,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     # ---- train ------------------------------------------------------------------------------------
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    seen = _Seen()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         batches = train_batches(train_split, cfg.batch_size, cfg.seed, epoch, rank, world, cfg.group_by_length)
         loss_sum, loss_count, tokens, started = 0.0, 0, 0, time.perf_counter()
         stop = False
         for i, indices in enumerate(batches):
+            seen.add(indices)
             batch = {k: v.to(device) for k, v in collate(train_split, indices, tokenizer.pad_token_id,
                                                           spec.task == "token-classification").items()}
             last_of_step = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == len(batches)
@@ -129,6 +143,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             # up on all of them and every worker stops at the same step.
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
             if cfg.fail_on_nonfinite_loss and not torch.isfinite(grad_norm):
+                if run_log is not None:
+                    run_log.close()
                 return _report_divergence(spec, tracker, epoch, loss.item())
             optimizer.step()
             scheduler.step()
@@ -145,7 +161,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         rate = tokens * world / (time.perf_counter() - started)
         if evaluate_and_report(float(epoch + 1), loss_sum / max(1, loss_count), rate):
             break
-    return {"history": tracker.history, "diverged": None}
+    if run_log is not None:
+        run_log.close()
+    return {"history": tracker.history, "diverged": None, **seen.summary(model, rank)}
 
 
 @torch.no_grad()
@@ -214,6 +232,31 @@ class _Progress:
             print(f"[{self.name}] epoch {metrics['epoch']:.2f} step {self.step}: train_loss "
                   f"{metrics['train_loss']:.4f} val_{self.metric} {metrics[f'val_{self.metric}']:.4f} "
                   f"(best {self.best:.4f}) {metrics['tokens_per_second']:.0f} tok/s", flush=True)
+
+
+class _Seen:
+    """What one worker trained on and ended with, so that data parallelism can be checked from
+    outside: every rank must end with identical weights and must have trained on its own shard.
+
+    `seen_sha256` hashes the training example indices in the order this worker processed them (this
+    attempt only: a resumed worker starts counting at its resume epoch), `weights_sha256` the final
+    state_dict.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.digest = 0, hashlib.sha256()
+
+    def add(self, indices: np.ndarray) -> None:
+        self.count += len(indices)
+        self.digest.update(np.asarray(indices, dtype=np.int64).tobytes())
+
+    def summary(self, model: Any, rank: int) -> dict[str, Any]:
+        weights = hashlib.sha256()
+        for name, tensor in _unwrap(model).state_dict().items():
+            weights.update(name.encode())
+            weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return {"rank": rank, "examples_seen": self.count, "seen_sha256": self.digest.hexdigest(),
+                "weights_sha256": weights.hexdigest()}
 
 
 def _report_divergence(spec: Spec, tracker: _Progress, epoch: int, loss: float) -> dict[str, Any]:

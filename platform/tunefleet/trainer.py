@@ -50,25 +50,50 @@ def prepare_data(spec: Spec) -> PreparedData:
 
 
 def start_ray(spec: Spec) -> None:
-    """Join the spec's cluster, or start a local one.
+    """Join the spec's cluster, or start a local one (see `init_ray`)."""
+    init_ray(spec.resources.ray_address or os.environ.get("RAY_ADDRESS"))
 
-    The dashboard stays on: Ray Train's placement-group cleaner uses the State API it serves, and
-    without it trials stopped by ASHA leak their placement groups and later trials hang. It binds to
-    loopback so it is never exposed.
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (address None) or join a Ray cluster, set up for Ray Train's placement-group cleaner.
+
+    The cleaner frees the workers of a trial that ASHA stopped. It asks the State API, which the
+    dashboard serves, so the dashboard stays on (bound to loopback, never exposed). The State API
+    finds its cluster through RAY_ADDRESS and, without it, gives up as soon as a second Ray instance
+    runs on the machine; every worker is therefore told its cluster's address. A new local
+    cluster's GCS port is chosen here so that the address is known before the workers start.
     """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(
-        address=spec.resources.ray_address,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-        runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}},
-    )
+    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    if address:
+        # Joining: Ray refuses dashboard and CPU settings for an existing cluster.
+        local: dict[str, Any] = {}
+        if address not in ("auto", "local") and "://" not in address:
+            env_vars["RAY_ADDRESS"] = address
+    else:
+        from ray._private.services import get_node_ip_address
+
+        port = _free_port()
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the GCS this ray.init starts
+        env_vars["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+        local = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": num_cpus}
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                 runtime_env={"env_vars": env_vars}, **local)
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def plan_resources(spec: Spec, trial_cpus: float = 0.0, concurrent: int = 1) -> int:
@@ -112,8 +137,9 @@ def storage_uri(spec: Spec) -> str:
 
 
 def build_trainer(spec: Spec, data: Any, label_names: list[str], run_name: str,
-                  callbacks: list[Any] | None = None) -> Any:
-    """A TorchTrainer for one run of the loop (not yet fitted)."""
+                  callbacks: list[Any] | None = None, tracking: dict[str, Any] | None = None) -> Any:
+    """A TorchTrainer for one run of the loop (not yet fitted); `tracking` (`{"tracking_uri",
+    "run_id"}` or None) is the MLflow run its rank 0 logs metrics into."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -122,7 +148,7 @@ def build_trainer(spec: Spec, data: Any, label_names: list[str], run_name: str,
     resources = {"CPU": res.cpus_per_worker} | ({"GPU": res.gpus_per_worker} if use_gpu else {})
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.to_dict(), "data": data, "label_names": label_names},
+        train_loop_config={"spec": spec.to_dict(), "data": data, "label_names": label_names, "tracking": tracking},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
@@ -148,21 +174,46 @@ def score_checkpoint(folder: str, split: TokenizedSplit, batch_size: int = 64) -
 
 
 def run_train(spec: Spec, run_name: str | None = None) -> dict[str, Any]:
-    """`tunefleet train`: one run with the spec's fixed hyperparameters.
+    """`tunefleet train`: one run with the spec's fixed hyperparameters, tracked as one MLflow run.
 
     Returns:
-        The summary printed as the command's last line (task, model, metrics, checkpoint, ...).
-    """
-    import ray
+        The summary printed as the command's last line (task, model, metrics, checkpoint, `mlflow`).
 
+    Raises:
+        TrackingError: the tracking store is unreachable (before any training).
+    """
+    from . import tracking
+
+    run_name = run_name or f"{spec.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Bad input (an unreachable store, bad data, a plan the cluster cannot host) is refused before
+    # anything is written to MLflow; only then the run is created.
+    if spec.tracking.enabled:
+        tracking.check_reachable(tracking.tracking_uri(spec.tracking.uri))
     prepared = prepare_data(spec)
     log.info("data: %s", {k: len(v) for k, v in prepared.tokenized.items()})
     start_ray(spec)
     plan_resources(spec)
-    run_name = run_name or f"{spec.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    target = tracking.start_single_run(spec, run_name)
+    try:
+        summary = _fit_and_score(spec, prepared, run_name, target.to_config() if target else None)
+    except BaseException:
+        tracking.end_run(target, "FAILED")
+        raise
+    try:
+        summary["mlflow"] = tracking.finish_single_run(target, summary, spec)
+    except Exception as exc:  # noqa: BLE001 - the store went away: the trained checkpoint still stands
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        summary["mlflow"] = target.summary() | {"error": f"tracking: could not finish run {target.run_id} "
+                                                          f"({reason}); the checkpoint is {summary['checkpoint']}"}
+    return summary
+
+
+def _fit_and_score(spec: Spec, prepared: PreparedData, run_name: str, tracking: dict[str, Any] | None) -> dict[str, Any]:
+    import ray
+
     data_ref = ray.put(prepared.arrays())
     started = time.perf_counter()
-    result = build_trainer(spec, data_ref, prepared.splits.label_names, run_name).fit()
+    result = build_trainer(spec, data_ref, prepared.splits.label_names, run_name, tracking=tracking).fit()
     train_seconds = time.perf_counter() - started
     summary = result.return_value or {}
     if summary.get("diverged"):

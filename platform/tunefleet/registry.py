@@ -1,0 +1,346 @@
+"""The model registry: register a sweep's best model and promote it with aliases, only if it is better.
+
+Each registered model (named after the spec's `name`) has versions; a version is a pyfunc (see
+`_pyfunc`) carrying the checkpoint. Aliases, not the deprecated stages:
+- `challenger`: set on every new version, kept by the latest version that did not become champion;
+- `champion`: what `NAME` alone resolves to (serve, predict). A new version takes it only if its
+  test metric beats the champion's by the margin (`tracking.promotion_margin`); the first version
+  always does. The decision, both metrics and the previous champion are tagged on the version, and
+  the registered model keeps the champion history (tag `tunefleet.champion_history`) for rollback.
+
+Concurrency: two sweeps of one task may finish at once. The read-compare-set of the champion runs
+under a per-model lock, so exactly one consistent champion results (the better one, whatever order):
+- a store on this machine (SQLite, file): an exclusive `flock` on a file beside the database;
+- a remote store (HTTP server, PostgreSQL): a lease in the registered-model tag `tunefleet.lock`,
+  taken with Fischer's timed mutual exclusion: read the tag; if free (or its lease expired), write
+  our token; wait a settle delay longer than any writer's read-to-write gap; read it back and hold
+  the lock only if our token is still there, else back off and retry. A writer that read "free"
+  just before us has written by the time we re-read, so at most one of two racers sees its own
+  token. Leases expire (60 s) so a crashed holder cannot block the model forever. The lock lives
+  in `_registry_lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._checkpoint import META_FILE, read_meta
+from ._pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
+from ._registry_lock import model_lock
+from ._tokenized import cache_dir
+from .tracking import client_for, ensure_experiment, tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "tunefleet.champion_history"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
+_EXAMPLES = {"text-classification": ["great value, works as described", "broke after a week"],
+             "token-classification": ["John Smith works for Acme in Berlin ."]}
+
+
+class RegistryError(ValueError):
+    """A bad or unknown model name, version or alias (CLI exit 2)."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    version: int
+    alias: str | None
+    checkpoint: str  # local folder with the tunefleet checkpoint (HF layout + tunefleet.json)
+    metrics: dict[str, Any]  # the version's recorded {"test": {...}, "validation": {...}}
+    run_id: str | None
+
+
+# ---- references -----------------------------------------------------------------------------------
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, int | None]:
+    """`NAME`, `NAME@alias` or `NAME/version` -> (name, alias, version).
+
+    Raises:
+        RegistryError: naming what is wrong and the accepted forms.
+    """
+    name, alias, version = ref, None, None
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        if not _ALIAS.fullmatch(alias):
+            raise RegistryError(f"model {ref!r}: alias {alias!r} must be lowercase letters, digits, '_' or '-' "
+                                "(e.g. champion, challenger)")
+    elif "/" in ref:
+        name, _, text = ref.partition("/")
+        if not text.isdigit() or int(text) < 1:
+            raise RegistryError(f"model {ref!r}: version {text!r} must be a positive integer, e.g. {name}/3")
+        version = int(text)
+    if not _NAME.fullmatch(name):
+        raise RegistryError(f"model {ref!r}: name {name!r} must be letters, digits, '.', '_' or '-'; "
+                            "write NAME, NAME@alias or NAME/version")
+    return name, alias, version
+
+
+def resolve_model(ref: str, tracking_uri: str | None = None) -> ResolvedModel:
+    """Find a version (`NAME` alone means `NAME@champion`) and download its checkpoint (cached).
+
+    Raises:
+        RegistryError: unknown model, alias or version.
+    """
+    name, alias, version = parse_model_ref(ref)
+    alias = alias if version is not None or alias else CHAMPION
+    uri = _uri(tracking_uri)
+    client = client_for(uri)
+    found = _get_version(client, name, version=version, alias=alias if version is None else None)
+    folder = _download_checkpoint(found, uri)
+    return ResolvedModel(name=name, version=int(found.version), alias=None if version is not None else alias,
+                         checkpoint=str(folder), metrics=_recorded_metrics(found), run_id=found.run_id)
+
+
+def current_version(name: str, alias: str, tracking_uri: str | None = None) -> int | None:
+    """The version an alias points to now, or None (no such model or alias). Cheap: one request."""
+    parse_model_ref(f"{name}@{alias}")
+    try:
+        return int(client_for(_uri(tracking_uri)).get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - "not there" in whatever form the store says it
+        return None
+
+
+# ---- registering and the champion gate ------------------------------------------------------------
+
+def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any], *, tracking_uri: str | None = None,
+                        run_id: str | None = None, margin: float = 0.0, source_sweep: str | None = None) -> dict[str, Any]:
+    """Log `checkpoint` as a pyfunc model, register it under `name`, alias it `challenger` and apply
+    the champion gate.
+
+    Args:
+        checkpoint: a complete tunefleet checkpoint folder.
+        test_metrics: its test scores; the gate compares the one named by the checkpoint's `metric`.
+        run_id: the run that holds the model's artifacts (a sweep's parent run); None creates one.
+        margin: how much the test metric must beat the champion's by.
+        source_sweep: recorded on the version.
+
+    Returns:
+        `{"name", "version", "aliases", "promoted": {"promoted", "reason"}}`.
+    """
+    parse_model_ref(name)
+    meta = read_meta(checkpoint)
+    metric = meta["metric"]
+    if not isinstance(test_metrics.get(metric), (int, float)):
+        raise RegistryError(f"{checkpoint}: test metrics have no {metric!r}; cannot compare with the champion")
+    uri = _uri(tracking_uri)
+    client = client_for(uri)
+    own_run = run_id is None
+    if own_run:
+        run_id = client.create_run(ensure_experiment(client, uri, name), run_name=f"register-{name}").info.run_id
+    # A version's files must never change: a resumed sweep registering again gets a fresh path.
+    artifact_path = f"model-{uuid.uuid4().hex[:8]}" if client.list_artifacts(run_id, "model") else "model"
+    with tempfile.TemporaryDirectory(prefix="tunefleet-model-") as tmp:
+        save_pyfunc(checkpoint, str(Path(tmp) / "model"), meta["task"], _EXAMPLES[meta["task"]])
+        client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path)
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    numbers = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    validation = {k: v for k, v in meta.get("validation", {}).items() if isinstance(v, (int, float))}
+    tags = {"tunefleet.metric": metric, "tunefleet.mode": _mode(metric), "tunefleet.test_metric": repr(float(numbers[metric])),
+            "tunefleet.metrics": json.dumps({"test": numbers, "validation": validation}),
+            "tunefleet.margin": repr(float(margin)), "tunefleet.task": meta["task"],
+            "tunefleet.source_sweep": source_sweep or ""}
+    _ensure_registered_model(client, name)
+    with model_lock(client, uri, name):
+        version = int(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
+        earlier_challenger = _alias_version(client, name, CHALLENGER)
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+        decision = _gate(client, name, version, float(numbers[metric]), metric, margin, force=False)
+        if decision["promoted"] and earlier_challenger is not None:
+            # The winner left `challenger`; the latest version that lost keeps it.
+            client.set_registered_model_alias(name, CHALLENGER, str(earlier_challenger))
+    if own_run:
+        client.set_terminated(run_id, "FINISHED")
+    aliases = sorted(client.get_model_version(name, str(version)).aliases)
+    return {"name": name, "version": version, "aliases": aliases, "promoted": decision}
+
+
+def promote(name: str, version: int, force: bool = False, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Make `version` champion if it beats the champion by its recorded margin, or always with `force`."""
+    parse_model_ref(f"{name}/{version}")
+    uri = _uri(tracking_uri)
+    client = client_for(uri)
+    with model_lock(client, uri, name):
+        found = _get_version(client, name, version=int(version))
+        value = float(found.tags.get("tunefleet.test_metric", "nan"))
+        decision = _gate(client, name, int(version), value, found.tags.get("tunefleet.metric", "?"),
+                         float(found.tags.get("tunefleet.margin", "0")), force=force)
+    return {"name": name, "version": int(version), "aliases": sorted(_get_version(client, name, version=int(version)).aliases),
+            "promoted": decision}
+
+
+def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Give `champion` back to the previous champion; the demoted version keeps no alias.
+
+    Raises:
+        RegistryError: the model has no earlier champion.
+    """
+    parse_model_ref(name)
+    uri = _uri(tracking_uri)
+    client = client_for(uri)
+    _registered(client, name)
+    with model_lock(client, uri, name):
+        history = _history(client, name)
+        current = _alias_version(client, name, CHAMPION)
+        if history and history[-1] == current:
+            history.pop()
+        if not history:
+            raise RegistryError(f"{name}: no previous champion to roll back to; `tunefleet models {name}` "
+                                "lists versions, `tunefleet promote NAME VERSION --force` sets one")
+        previous = history[-1]
+        client.set_registered_model_alias(name, CHAMPION, str(previous))
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-100:]))
+        if current is not None:
+            client.set_model_version_tag(name, str(current), "tunefleet.decision", f"rolled back to version {previous}")
+    return {"name": name, "champion": previous, "rolled_back": current}
+
+
+def list_models(name: str | None = None, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version (of `name`, or of every model): aliases, metrics, decision and source sweep."""
+    client = client_for(_uri(tracking_uri))
+    if name is not None:
+        parse_model_ref(name)
+        _registered(client, name)
+        names = [name]
+    else:
+        names = sorted(m.name for m in client.search_registered_models(max_results=1000))
+    rows = []
+    for model_name in names:
+        # Version search does not fill in aliases on every store; the registered model has them all.
+        aliases: dict[int, list[str]] = {}
+        for alias, number in client.get_registered_model(model_name).aliases.items():
+            aliases.setdefault(int(number), []).append(alias)
+        versions = client.search_model_versions(f"name = '{model_name}'", max_results=10000)
+        for v in sorted(versions, key=lambda v: -int(v.version)):
+            rows.append({"name": model_name, "version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
+                         "metric": v.tags.get("tunefleet.metric"), "test_metric": _float(v.tags.get("tunefleet.test_metric")),
+                         "metrics": _recorded_metrics(v), "decision": v.tags.get("tunefleet.decision"),
+                         "source_sweep": v.tags.get("tunefleet.source_sweep") or None, "run_id": v.run_id,
+                         "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000))})
+    return rows
+
+
+def _gate(client: Any, name: str, version: int, value: float, metric: str, margin: float, force: bool) -> dict[str, Any]:
+    """The read-compare-set of `champion`; the caller holds the model's lock."""
+    champion = _alias_version(client, name, CHAMPION)
+    if champion == version:
+        return {"promoted": False, "reason": f"version {version} is already champion"}
+    champion_value = None
+    if champion is not None:
+        champion_value = _float(_get_version(client, name, version=champion).tags.get("tunefleet.test_metric"))
+    if force:
+        promoted, reason = True, f"forced over version {champion}" if champion else "forced; no champion before"
+    elif champion is None or champion_value is None:
+        promoted, reason = True, "first version with a test metric: becomes champion"
+    else:
+        better = value > champion_value + margin if _mode(metric) == "max" else value < champion_value - margin
+        relation = "beats" if better else "does not beat"
+        promoted = better
+        reason = (f"test {metric} {value:.4f} {relation} champion v{champion}'s {champion_value:.4f} "
+                  f"by more than margin {margin:g}")
+    tags = {"tunefleet.decision": "promoted" if promoted else "kept challenger", "tunefleet.reason": reason,
+            "tunefleet.previous_champion": str(champion or ""),
+            "tunefleet.champion_metric": "" if champion_value is None else repr(champion_value)}
+    for key, text in tags.items():
+        client.set_model_version_tag(name, str(version), key, text)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        if _alias_version(client, name, CHALLENGER) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+        history = [v for v in _history(client, name) if v != version] + [version]
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-100:]))
+    return {"promoted": promoted, "reason": reason}
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+def _uri(configured: str | None) -> str:
+    return tracking_uri(configured)
+
+
+def _mode(metric: str) -> str:
+    return "min" if "loss" in metric else "max"
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+        return
+    except Exception:  # noqa: BLE001 - not found
+        pass
+    try:
+        client.create_registered_model(name, description=f"tunefleet model for spec {name}")
+    except Exception:  # noqa: BLE001 - a racing process created it
+        client.get_registered_model(name)
+
+
+def _registered(client: Any, name: str) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except Exception:  # noqa: BLE001
+        raise RegistryError(f"no registered model {name!r}; `tunefleet models` lists them (a sweep registers "
+                            "its best model under the spec's name)") from None
+
+
+def _get_version(client: Any, name: str, version: int | None = None, alias: str | None = None) -> Any:
+    _registered(client, name)
+    try:
+        if version is not None:
+            return client.get_model_version(name, str(version))
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:  # noqa: BLE001
+        what = f"version {version}" if version is not None else f"alias @{alias}"
+        raise RegistryError(f"model {name!r} has no {what}; `tunefleet models {name}` lists its versions "
+                            "and aliases") from None
+
+
+def _alias_version(client: Any, name: str, alias: str) -> int | None:
+    aliases = client.get_registered_model(name).aliases  # {alias: version}
+    return int(aliases[alias]) if alias in aliases else None
+
+
+def _history(client: Any, name: str) -> list[int]:
+    return [int(v) for v in json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))]
+
+
+def _recorded_metrics(version: Any) -> dict[str, Any]:
+    return json.loads(version.tags.get("tunefleet.metrics", "{}"))
+
+
+def _download_checkpoint(version: Any, uri: str) -> Path:
+    """The version's checkpoint under the cache; versions never change, so a complete copy is reused.
+    The key includes the run id, so a recreated store with a new "version 1" never hits a stale copy."""
+    import mlflow.artifacts
+
+    key = hashlib.sha256(f"{uri}|{version.run_id}|{version.source}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / version.name / f"v{version.version}-{key}"
+    if (target / META_FILE).is_file():
+        return target
+    staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:6]}")
+    staging.mkdir(parents=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{version.source.rstrip('/')}/{CHECKPOINT_ARTIFACT}",
+                                                    dst_path=str(staging), tracking_uri=uri)
+        if target.exists():  # another process finished first
+            return target
+        Path(local).rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,289 @@
+"""Faults injected for real, and what survives them:
+
+- a trial whose loss turns NaN ends as failed with its reason; the sweep goes on and the healthy trial
+  wins;
+- a process killed (SIGKILL) while writing a checkpoint leaves nothing that the registry, a sweep's
+  best-trial pick or a loader would use, and the next save publishes normally;
+- the sweep's driver killed: `--resume` finishes the sweep, and MLflow holds exactly one child run per
+  trial under the one parent run (completed trials are neither re-run nor logged twice);
+- the MLflow server going away mid-sweep: training goes on, the sweep's summary is intact (exit 1 and
+  one error line saying what MLflow missed), and `--resume` once the server is back registers the best
+  model without training again.
+
+A Train worker killed mid-epoch is `tests/test_search.py::test_a_killed_worker_recovers_from_its_checkpoint`;
+the tracking store unreachable at start is `tests/test_tracking.py::
+test_unreachable_server_is_one_line_and_exit_2_before_any_training`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port, stop_process_group, tiny_spec_dict, wait_for_http
+from tunefleet import cli, tracking
+from tunefleet.search import TrialRecord, pick_best, run_sweep, sweep_name
+from tunefleet.spec import load_spec, spec_from_dict
+
+LR = {"train.lr": {"loguniform": [5.0e-4, 2.0e-3]}}
+
+
+# ---- a diverging trial ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nan_model(tiny_model, tmp_path_factory) -> str:
+    """The tiny BERT with NaN weights in one layer: every forward pass gives a NaN loss."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    folder = tmp_path_factory.mktemp("nan-bert")
+    model = BertModel.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.encoder.layer[0].output.dense.weight.fill_(float("nan"))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tiny_model, nan_model, tmp_path, ray_cluster):
+    spec = spec_from_dict(tiny_spec_dict(
+        tiny_model, tmp_path / "runs", train={"epochs": 2},
+        search={"algorithm": "grid", "scheduler": "none", "space": {"model.name_or_path": {"grid": [nan_model, tiny_model]}}}))
+    summary = run_sweep(spec)
+    assert summary["trials"] == {"total": 2, "completed": 1, "stopped_early": 0, "failed": 1}
+    trials = {t["config"]["model.name_or_path"]: t for t in json.loads((Path(summary["storage"]) / "trials.json").read_text())}
+    diverged, healthy = trials[nan_model], trials[tiny_model]
+    assert diverged["status"] == "failed" and "non-finite loss" in diverged["error"] and "epoch 1" in diverged["error"]
+    assert diverged["best_value"] is None and diverged["checkpoint"] is None
+    assert healthy["status"] == "completed" and healthy["epochs_run"] == 2
+    assert summary["best"]["trial_id"] == healthy["trial_id"]
+    assert 0.0 <= summary["best"]["metrics"]["test"]["accuracy"] <= 1.0
+
+
+# ---- a crash while writing a checkpoint -----------------------------------------------------------
+
+STALLED_SAVE = """
+import sys, time
+from pathlib import Path
+from tunefleet._checkpoint import save_checkpoint
+from tunefleet._models import build_model, load_tokenizer
+
+tiny, target, marker = sys.argv[1:4]
+model = build_model("AutoModelForSequenceClassification", tiny, ["negative", "positive"], None)
+tokenizer = load_tokenizer(tiny)
+
+class StallingTokenizer:
+    # The weights are on disk when the tokenizer is saved: stall there until the test kills us.
+    def save_pretrained(self, folder):
+        tokenizer.save_pretrained(folder)
+        Path(marker).touch()
+        time.sleep(600)
+
+meta = {"task": "text-classification", "model_class": "AutoModelForSequenceClassification",
+        "label_names": ["negative", "positive"], "base_model": tiny, "max_length": 32, "metric": "accuracy",
+        "epoch": 1.0, "validation": {"accuracy": 0.9}, "spec": {}}
+save_checkpoint(Path(target), model, StallingTokenizer(), meta, {"next_epoch": 1})
+"""
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tmp_path, monkeypatch):
+    from tunefleet._checkpoint import IncompleteCheckpointError, load_for_inference, read_meta, save_checkpoint
+    from tunefleet._models import build_model, load_tokenizer
+    from tunefleet.registry import register_checkpoint
+
+    target, marker = tmp_path / "checkpoint_000001" / "model", tmp_path / "stalled"
+    writer = subprocess.Popen([sys.executable, "-c", STALLED_SAVE, tiny_model, str(target), str(marker)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert writer.poll() is None, writer.stderr.read()
+        assert time.monotonic() < deadline, "the writer never reached the middle of its save"
+        time.sleep(0.1)
+    writer.send_signal(signal.SIGKILL)  # dies with weights and tokenizer written, metadata not
+    writer.wait(timeout=30)
+
+    partial = target.with_name(".model.partial")
+    assert (partial / "model.safetensors").is_file() and not (partial / "tunefleet.json").exists()
+    assert not target.exists(), "a half-written checkpoint was published"
+    # A copy under the published name (as a careless sync tool might leave it) is refused the same way.
+    looks_published = tmp_path / "copied" / "model"
+    import shutil
+
+    shutil.copytree(partial, looks_published)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for folder in (partial, target, looks_published):
+        with pytest.raises(IncompleteCheckpointError, match="not a complete tunefleet checkpoint"):
+            register_checkpoint(str(folder), "crashed", {"accuracy": 0.99}, tracking_uri=uri)
+        with pytest.raises(IncompleteCheckpointError):
+            load_for_inference(folder)
+    client = tracking.client_for(uri)
+    assert client.search_registered_models() == []
+
+    # The next save of that trial cleans the leftover staging folder and publishes a complete one.
+    model = build_model("AutoModelForSequenceClassification", tiny_model, ["negative", "positive"], None)
+    meta = {"task": "text-classification", "model_class": "AutoModelForSequenceClassification",
+            "label_names": ["negative", "positive"], "base_model": tiny_model, "max_length": 32,
+            "metric": "accuracy", "epoch": 2.0, "validation": {"accuracy": 0.6}, "spec": {}}
+    save_checkpoint(target, model, load_tokenizer(tiny_model), meta, {"next_epoch": 2})
+    assert read_meta(target)["epoch"] == 2.0
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+    # A sweep never picks a half-written checkpoint as its best, however good its reported metric.
+    trials = [TrialRecord("torn", {}, "completed", best_value=0.99, checkpoint=str(looks_published)),
+              TrialRecord("whole", {}, "completed", best_value=0.60, checkpoint=str(target))]
+    assert pick_best(trials, "max").trial_id == "whole"
+    assert pick_best(trials[:1], "max") is None
+    registered = register_checkpoint(str(target), "crashed", {"accuracy": 0.6}, tracking_uri=uri)
+    assert registered["version"] == 1
+
+
+# ---- the driver killed, with MLflow tracking ------------------------------------------------------
+
+def _terminated_trials(sweep_dir: Path) -> dict[str, float]:
+    """Trials the sweep's saved state marks TERMINATED, with their result file's mtime."""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        state = json.loads(states[-1].read_text())
+    except (OSError, ValueError):  # being rewritten
+        return {}
+    done = {}
+    for entry in state.get("trial_data", []):
+        info = entry[0] if isinstance(entry, list) else entry
+        info = json.loads(info) if isinstance(info, str) else info
+        result = sweep_dir / info.get("trial_id", "?") / "result.json"
+        if info.get("status") == "TERMINATED" and result.exists():
+            done[info["trial_id"]] = result.stat().st_mtime
+    return done
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_logs_each_trial_once(tiny_model, tmp_path, ray_cluster):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="resumed", train={"epochs": 2},
+                         tracking={"uri": uri, "enabled": True},
+                         resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
+                         search={"num_trials": 3, "max_concurrent": 1, "scheduler": "none", "space": LR})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(path)
+    sweep_dir = tmp_path / "runs" / sweep_name(spec)
+    driver = subprocess.Popen([sys.executable, "-m", "tunefleet.cli", "sweep", str(path)], cwd=tmp_path,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (finished := _terminated_trials(sweep_dir)):
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    parent_id = json.loads((sweep_dir / "mlflow.json").read_text())["parent_run_id"]
+
+    summary = run_sweep(spec, resume=True)
+    assert summary["trials"]["total"] == 3 and summary["trials"]["failed"] == 0
+    assert summary["mlflow"]["parent_run_id"] == parent_id
+    client = tracking.client_for(uri)
+    experiment = client.get_experiment_by_name("resumed").experiment_id
+    sweeps = client.search_runs([experiment], "tags.`tunefleet.kind` = 'sweep'")
+    assert [r.info.run_id for r in sweeps] == [parent_id] and sweeps[0].info.status == "FINISHED"
+    children = client.search_runs([experiment], f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'")
+    trial_ids = [t["trial_id"] for t in json.loads((sweep_dir / "trials.json").read_text())]
+    assert Counter(c.data.tags[tracking.TRIAL_TAG] for c in children) == Counter(trial_ids)  # one child each
+    by_trial = {c.data.tags[tracking.TRIAL_TAG]: c for c in children}
+    for trial_id, mtime in finished.items():
+        # Finished before the kill: not run again (result untouched), its metrics logged once per epoch.
+        assert (sweep_dir / trial_id / "result.json").stat().st_mtime == mtime
+        history = client.get_metric_history(by_trial[trial_id].info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert summary["registered"]["version"] == 1
+
+
+# ---- the MLflow server going away mid-sweep -------------------------------------------------------
+
+def _start_mlflow(folder: Path, port: int) -> subprocess.Popen:
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / "server.log", "a")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    wait_for_http(f"http://127.0.0.1:{port}/health", server)
+    return server
+
+
+@pytest.mark.slow
+def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tmp_path, ray_cluster, capsys):
+    folder, port = tmp_path / "mlflow", free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_mlflow(folder, port)
+    try:
+        raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="outage", train={"epochs": 2},
+                             tracking={"uri": uri, "enabled": True},
+                             search={"algorithm": "random", "num_trials": 2, "max_concurrent": 1, "scheduler": "none",
+                                     "seed_with_spec": False, "space": LR})
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        sweep_dir = tmp_path / "runs" / sweep_name(load_spec(path))
+        killed = threading.Event()
+
+        def stop_the_server_after_the_first_report():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if any(p.stat().st_size for p in sweep_dir.glob("*/result.json")):
+                    stop_process_group(server)
+                    killed.set()
+                    return
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=stop_the_server_after_the_first_report, daemon=True)
+        watcher.start()
+        code = cli.main(["sweep", str(path)])
+        watcher.join(timeout=5)
+        assert killed.is_set(), "the server was never stopped: the test did not inject its fault"
+        captured = capsys.readouterr()
+
+        # Training went on: both trials completed, the summary is whole and on disk, MLflow's part says
+        # what went wrong, the command exits 1 with one line saying so.
+        assert code == cli.EXIT_TRACKING_INCOMPLETE
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert summary == json.loads((sweep_dir / "summary.json").read_text())
+        assert summary["trials"] == {"total": 2, "completed": 2, "stopped_early": 0, "failed": 0}
+        assert 0.0 <= summary["best"]["metrics"]["test"]["accuracy"] <= 1.0
+        assert Path(summary["best"]["checkpoint"], "tunefleet.json").is_file()
+        assert "cannot use the MLflow tracking store" in summary["mlflow"]["error"] and "--resume" in summary["mlflow"]["error"]
+        assert summary["registered"] == {"error": summary["mlflow"]["error"]}
+        errors = [line for line in captured.err.splitlines() if line.startswith("tunefleet:")]
+        assert errors == [f"tunefleet: error: {summary['mlflow']['error']}"]
+
+        # The server comes back: --resume trains nothing again, logs the end states and registers.
+        server = _start_mlflow(folder, port)
+        resumed = run_sweep(load_spec(path), resume=True)
+        assert resumed["trial_epochs"] == summary["trial_epochs"] and resumed["best"]["trial_id"] == summary["best"]["trial_id"]
+        assert resumed["registered"]["version"] == 1 and resumed["registered"]["aliases"] == ["champion"]
+        client = tracking.client_for(uri)
+        parent = client.get_run(resumed["mlflow"]["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.info.run_id == summary["mlflow"]["parent_run_id"]
+        children = client.search_runs([parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'")
+        # The first trial started while the server was up: its run exists, ended by the resume. The
+        # second started while it was down and trained untracked (the policy: never fail a trial for MLflow).
+        assert len(children) == 1 and children[0].info.status == "FINISHED"
+    finally:
+        stop_process_group(server)
