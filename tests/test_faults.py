@@ -151,8 +151,14 @@ def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tm
 
 # ---- the driver killed, with MLflow tracking ------------------------------------------------------
 
-def _terminated_trials(sweep_dir: Path) -> dict[str, float]:
-    """Trials the sweep's saved state marks TERMINATED, with their result file's mtime."""
+def _results(path: Path) -> list[dict]:
+    """The reported epochs of a result file (Tune may rewrite the file on restore, the same results)."""
+    keys = ("epoch", "step", "train_loss", "val_accuracy")
+    return [{k: r.get(k) for k in keys} for r in map(json.loads, path.read_text().splitlines())]
+
+
+def _terminated_trials(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Trials the sweep's saved state marks TERMINATED, with the results their file holds."""
     states = sorted(sweep_dir.glob("experiment_state-*.json"))
     if not states:
         return {}
@@ -166,7 +172,7 @@ def _terminated_trials(sweep_dir: Path) -> dict[str, float]:
         info = json.loads(info) if isinstance(info, str) else info
         result = sweep_dir / info.get("trial_id", "?") / "result.json"
         if info.get("status") == "TERMINATED" and result.exists():
-            done[info["trial_id"]] = result.stat().st_mtime
+            done[info["trial_id"]] = _results(result)
     return done
 
 
@@ -206,9 +212,9 @@ def test_resume_after_the_driver_is_killed_logs_each_trial_once(tiny_model, tmp_
     trial_ids = [t["trial_id"] for t in json.loads((sweep_dir / "trials.json").read_text())]
     assert Counter(c.data.tags[tracking.TRIAL_TAG] for c in children) == Counter(trial_ids)  # one child each
     by_trial = {c.data.tags[tracking.TRIAL_TAG]: c for c in children}
-    for trial_id, mtime in finished.items():
-        # Finished before the kill: not run again (result untouched), its metrics logged once per epoch.
-        assert (sweep_dir / trial_id / "result.json").stat().st_mtime == mtime
+    for trial_id, results in finished.items():
+        # Finished before the kill: not run again (the same results), its metrics logged once per epoch.
+        assert _results(sweep_dir / trial_id / "result.json") == results and len(results) == 2
         history = client.get_metric_history(by_trial[trial_id].info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
     assert all(c.info.status == "FINISHED" for c in children)
@@ -287,3 +293,22 @@ def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tm
         assert len(children) == 1 and children[0].info.status == "FINISHED"
     finally:
         stop_process_group(server)
+
+
+# ---- never more trials at once than planned -------------------------------------------------------
+
+@pytest.mark.parametrize("algorithm", ["random", "grid", "optuna"])
+def test_every_search_algorithm_keeps_to_the_planned_concurrency(algorithm, tiny_model, tmp_path):
+    """Tune applies `max_concurrent_trials` only to a `Searcher` (Optuna); random and grid search would
+    silently start every trial at once, each waiting on workers the cluster does not have."""
+    from ray.tune.search import ConcurrencyLimiter, Searcher
+
+    from tunefleet.search import build_search_alg
+
+    space = {"train.lr": {"grid": [1e-4, 1e-3]}} if algorithm == "grid" else LR
+    spec = spec_from_dict(tiny_spec_dict(tiny_model, tmp_path, search={"algorithm": algorithm, "space": space}))
+    search = build_search_alg(spec, 2)
+    if isinstance(search, Searcher):
+        assert not isinstance(search, ConcurrencyLimiter)  # Tune wraps it with max_concurrent_trials
+    else:
+        assert search.max_concurrent == 2

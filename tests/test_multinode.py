@@ -23,7 +23,7 @@ import yaml
 from conftest import free_port, tiny_spec_dict
 
 DRIVER = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 from pathlib import Path
 
 import ray
@@ -32,11 +32,16 @@ from ray.cluster_utils import Cluster
 from tunefleet.search import run_sweep, sweep_name
 from tunefleet.spec import load_spec
 
-spec_path, temp_dir, dashboard_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+spec_path, temp_dir, dashboard_port, gcs_port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+# Every process of this cluster inherits its address: Ray Train's placement-group cleaner asks the
+# State API "is my controller alive?", and with other Ray clusters on the machine (the suite's own)
+# it would otherwise guess one of them, see no controller there and remove a live trial's workers.
+os.environ["RAY_ADDRESS"] = f"{ray.util.get_node_ip_address()}:{gcs_port}"
 small = {"num_cpus": 1, "object_store_memory": 150 * 2**20}
 cluster = Cluster(initialize_head=True, head_node_args={
-    **small, "temp_dir": temp_dir, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-    "dashboard_port": dashboard_port})
+    **small, "temp_dir": temp_dir, "gcs_server_port": gcs_port, "include_dashboard": True,
+    "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port})
+assert cluster.address == os.environ["RAY_ADDRESS"], (cluster.address, os.environ["RAY_ADDRESS"])
 worker = cluster.add_node(**small, temp_dir=temp_dir)
 cluster.wait_for_nodes()
 nodes = {"head": cluster.head_node.node_id, "worker": worker.node_id}
@@ -109,7 +114,8 @@ def two_node_sweep(tiny_model, tmp_path_factory):
     spec.write_text(yaml.safe_dump(raw))
     log = tmp / "driver.log"
     with open(log, "w") as err:
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), temp_dir, str(free_port())],
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), temp_dir, str(free_port()),
+                                   str(free_port())],
                                   stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp, start_new_session=True,
                                   env={**os.environ, "RAY_DEDUP_LOGS": "0"})
         try:

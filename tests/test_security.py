@@ -129,8 +129,7 @@ def test_a_local_ray_gets_its_dashboard_on_loopback(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     start_ray(spec_from_dict({"name": "x", "task": "text-classification", "data": {"format": "synthetic"}}))
-    assert seen["dashboard_host"] == "127.0.0.1"
-    assert seen.get("address") is None
+    assert seen["dashboard_host"] == "127.0.0.1" and seen["include_dashboard"] is True
 
 
 def test_serve_binds_ray_dashboard_and_http_to_loopback(monkeypatch):

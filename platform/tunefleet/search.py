@@ -127,8 +127,13 @@ def seed_point(spec: Spec) -> dict[str, Any] | None:
     return point or None
 
 
-def build_search_alg(spec: Spec) -> Any:
-    """The search algorithm; metric and mode reach it through TuneConfig."""
+def build_search_alg(spec: Spec, max_concurrent: int = 0) -> Any:
+    """The search algorithm; metric and mode reach it through TuneConfig.
+
+    Args:
+        max_concurrent: most trials at once (0: no limit). Random and grid search must limit
+            themselves: Tune ignores `max_concurrent_trials` for them (it only wraps a `Searcher`).
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [seed_point(spec)] if spec.search.seed_with_spec and seed_point(spec) else []
@@ -140,8 +145,9 @@ def build_search_alg(spec: Spec) -> Any:
         sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
         return OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
     if spec.search.algorithm == "random":
-        return BasicVariantGenerator(random_state=spec.search.seed, points_to_evaluate=points or None)
-    return BasicVariantGenerator(random_state=spec.search.seed)
+        return BasicVariantGenerator(random_state=spec.search.seed, points_to_evaluate=points or None,
+                                     max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent)
 
 
 def build_scheduler(spec: Spec) -> Any:
@@ -239,10 +245,11 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             param_space=tune_space(spec),
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode,
-                search_alg=build_search_alg(spec),
+                search_alg=build_search_alg(spec, concurrency),
                 scheduler=build_scheduler(spec),
                 num_samples=spec.search.num_trials if spec.search.algorithm != "grid" else 1,
-                max_concurrent_trials=concurrency,
+                # Optuna is wrapped in a ConcurrencyLimiter by Tune; the others limit themselves.
+                max_concurrent_trials=concurrency if spec.search.algorithm == "optuna" else None,
                 time_budget_s=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
                 trial_dirname_creator=lambda trial: trial.trial_id,
             ),
@@ -463,7 +470,8 @@ class _CheckpointJanitor:
 
             def _drop(self, trial_id: str) -> None:
                 for folder in (self.train_dir / trial_id).glob("checkpoint_*"):
-                    shutil.rmtree(folder, ignore_errors=True)
+                    if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
+                        shutil.rmtree(folder, ignore_errors=True)
 
             def finish(self, completed: list[TrialRecord]) -> None:
                 """Nothing to do at the end: the best is already the only survivor."""

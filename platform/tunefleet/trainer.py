@@ -81,6 +81,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the GCS this ray.init starts
         env_vars["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
         local = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": num_cpus}
+        # "local": a new cluster even when `ray start` left one on this machine, which a bare
+        # ray.init() would silently join.
+        address = "local"
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
                  runtime_env={"env_vars": env_vars}, **local)
