@@ -164,6 +164,16 @@ def ensure_experiment(client: Any, uri: str, name: str) -> str:
 
 # ---- runs -----------------------------------------------------------------------------------------
 
+def _open_experiment(spec: Spec) -> tuple[str, Any, str, str]:
+    """(tracking URI, client, experiment name, experiment id) for the spec, the store checked
+    reachable first so that an outage fails before any training."""
+    uri = tracking_uri(spec.tracking.uri)
+    check_reachable(uri)
+    client = client_for(uri)
+    experiment = spec.tracking.experiment or spec.name
+    return uri, client, experiment, ensure_experiment(client, uri, experiment)
+
+
 def start_sweep_run(spec: Spec, sweep_name: str, sweep_dir: Path, resume: bool) -> TrackingTarget | None:
     """The sweep's parent run: reused from `<sweep_dir>/mlflow.json` on resume, else created.
 
@@ -175,11 +185,7 @@ def start_sweep_run(spec: Spec, sweep_name: str, sweep_dir: Path, resume: bool) 
     """
     if not spec.tracking.enabled:
         return None
-    uri = tracking_uri(spec.tracking.uri)
-    check_reachable(uri)
-    client = client_for(uri)
-    experiment = spec.tracking.experiment or spec.name
-    experiment_id = ensure_experiment(client, uri, experiment)
+    uri, client, experiment, experiment_id = _open_experiment(spec)
     state_file = Path(sweep_dir) / "mlflow.json"
     if resume and state_file.is_file():
         saved = json.loads(state_file.read_text())
@@ -227,11 +233,7 @@ def start_single_run(spec: Spec, run_name: str) -> TrackingTarget | None:
     """`tunefleet train`'s run (None when tracking is disabled); checked reachable before training."""
     if not spec.tracking.enabled:
         return None
-    uri = tracking_uri(spec.tracking.uri)
-    check_reachable(uri)
-    client = client_for(uri)
-    experiment = spec.tracking.experiment or spec.name
-    experiment_id = ensure_experiment(client, uri, experiment)
+    uri, client, experiment, experiment_id = _open_experiment(spec)
     run = client.create_run(experiment_id, run_name=run_name,
                             tags={"mlflow.runName": run_name, "tunefleet.kind": "train", **_context_tags()})
     target = TrackingTarget(uri, experiment, experiment_id, run.info.run_id)
