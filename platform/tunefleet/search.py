@@ -136,7 +136,8 @@ def build_search_alg(spec: Spec, max_concurrent: int = 0) -> Any:
     """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    points = [seed_point(spec)] if spec.search.seed_with_spec and seed_point(spec) else []
+    point = seed_point(spec) if spec.search.seed_with_spec else None
+    points = [point] if point else []
     if spec.search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -262,7 +263,6 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         raise
     trials = collect_trials(grid, spec, metric, mode)
     save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
-    housekeeping.finish([t for t in trials if t.status == "completed"])
     best = pick_best(trials, mode)
     summary = _summarise(spec, name, sweep_dir, trials, best, prepared, metric, time.perf_counter() - started)
     # Written before MLflow is touched again: the sweep's result stands whatever the store does.
@@ -472,9 +472,6 @@ class _CheckpointJanitor:
                 for folder in (self.train_dir / trial_id).glob("checkpoint_*"):
                     if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
                         shutil.rmtree(folder, ignore_errors=True)
-
-            def finish(self, completed: list[TrialRecord]) -> None:
-                """Nothing to do at the end: the best is already the only survivor."""
 
         return Janitor(*args, **kwargs)
 
