@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/serve_bench.py [--requests 400] [--max-seconds 30] [--out results.json]
 
-Starts a local Ray and Serve on loopback, registers the bundled all-MiniLM-L6-v2 with an untrained
+Starts a local Ray and Serve on loopback (`--ingress direct`, the default: each replica is its own
+HTTP server, as `tunefleet serve --ingress direct` runs; `--ingress proxy`: through Serve's HTTP
+proxy), registers the bundled all-MiniLM-L6-v2 with an untrained
 classification head in a temporary SQLite registry (throughput does not need a trained model), and
 deploys it twice side by side: with `serve.batch` and without, same precision, one replica each.
 Each client sends one text per request, back to back, over keep-alive connections (aiohttp, one event
@@ -106,22 +108,41 @@ async def _load(url: str, concurrency: int, total: int, max_seconds: float) -> d
     }
 
 
+def _direct_url(mode: str, ports: list[int]) -> str:
+    """Which of the direct-ingress replicas' ports serves the `mode` application."""
+    import urllib.error
+    import urllib.request
+
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{mode}/model", timeout=10) as answer:
+                if answer.status == 200:
+                    return f"http://127.0.0.1:{port}/{mode}"
+        except urllib.error.URLError:
+            continue
+    raise RuntimeError(f"no direct-ingress replica on ports {ports} serves /{mode}")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from tunefleet.serve import ServeOptions, build_app
+    from tunefleet.serve import ServeOptions, _direct_ingress_env, build_app
 
     workdir = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))
     os.environ["TUNEFLEET_CACHE"] = str(workdir / "cache")
     uri, name = register_minilm(workdir)
+    port = _free_port()
+    if args.ingress == "direct":
+        # Two replicas, two ports: `[port + 1, port + 3)`, found below by asking each what it serves.
+        env = _direct_ingress_env(port + 1) | {"RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 3)}
+        os.environ.update(env)
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}})
-    port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()[0]},
-        "settings": {"max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
+        "settings": {"ingress": args.ingress, "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
                      "precision": args.precision, "torch_threads_per_replica": args.num_cpus, "replicas": 1,
                      "texts_per_request": 1, "repeats": args.repeats, "requests_per_run": args.requests},
         "modes": {"batched": [], "unbatched": []},
@@ -135,12 +156,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    precision=args.precision, max_ongoing_requests=max(64, 2 * args.max_batch_size))
             serve.run(build_app(options), name=mode, route_prefix=f"/{mode}",
                       logging_config={"enable_access_log": False})
-            asyncio.run(_load(f"http://127.0.0.1:{port}/{mode}/predict", 8, 40, 30))  # warm-up
+        base = {mode: f"http://127.0.0.1:{port}/{mode}" for mode in ("batched", "unbatched")}
+        if args.ingress == "direct":
+            base = {mode: _direct_url(mode, [port + 1, port + 2]) for mode in base}
+        for mode in base:
+            asyncio.run(_load(f"{base[mode]}/predict", 8, 40, 30))  # warm-up
         for concurrency in args.clients:
             runs: dict[str, list[dict[str, Any]]] = {"batched": [], "unbatched": []}
             for _ in range(args.repeats):
                 for mode in runs:
-                    url = f"http://127.0.0.1:{port}/{mode}/predict"
+                    url = f"{base[mode]}/predict"
                     runs[mode].append(asyncio.run(_load(url, concurrency, args.requests, args.max_seconds)))
             for mode, levels in runs.items():
                 best = max(levels, key=lambda level: level["req_per_s"])
@@ -171,6 +196,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ingress", choices=["direct", "proxy"], default="direct",
+                        help="direct (default): replicas answer HTTP themselves; proxy: via Serve's HTTP proxy")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=300, help="answers per run (default 300)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per level and mode; the best is kept (default 3)")

@@ -229,9 +229,9 @@ def test_service_still_answers_after_bad_requests(service, registry):
 # ---------------------------------------------------------------- following the alias
 
 
-@pytest.mark.slow
-def test_promotion_and_rollback_switch_versions_without_failed_requests(service, registry):
-    """A client keeps sending while champion moves 1 -> 2 (promote) -> 1 (rollback)."""
+def _promote_and_roll_back_under_load(url: str, registry) -> None:
+    """Two clients keep sending to `url` while champion moves 1 -> 2 (promote) -> 1 (rollback):
+    no request may fail, and answers switch version with no mix inside a phase."""
     from tunefleet.registry import promote, rollback
 
     uri, local = registry
@@ -244,7 +244,7 @@ def test_promotion_and_rollback_switch_versions_without_failed_requests(service,
         while not stop.is_set():
             texts = [TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]]
             try:
-                response = _post(f"{service}/predict", {"texts": texts})
+                response = _post(f"{url}/predict", {"texts": texts})
                 if response.status_code == 200:
                     answers.append((response.json()["model"]["version"], texts, response.json()))
                 else:
@@ -270,7 +270,6 @@ def test_promotion_and_rollback_switch_versions_without_failed_requests(service,
         promoted = promote("tiny-cls", 2, force=True, tracking_uri=uri)
         assert promoted["promoted"]["promoted"], promoted
         wait_for(2)
-        served_v2 = len(answers)
         time.sleep(0.5)  # a few more answers from version 2
         rollback("tiny-cls", tracking_uri=uri)
         wait_for(1)
@@ -284,9 +283,82 @@ def test_promotion_and_rollback_switch_versions_without_failed_requests(service,
     # One replica: 1s, then 2s, then 1s; never a mix within a phase.
     phases = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
     assert phases == [1, 2, 1], phases
-    assert served_v2 <= len(answers)
     for version, texts, answer in answers[::3]:
         _check_classification(answer, texts, local)
+
+
+@pytest.mark.slow
+def test_promotion_and_rollback_switch_versions_without_failed_requests(service, registry):
+    _promote_and_roll_back_under_load(service, registry)
+
+
+# ---------------------------------------------------------------- direct ingress
+
+
+@pytest.mark.slow
+def test_direct_ingress_serves_on_the_port_and_follows_the_alias(store, registry, tmp_path):
+    """`tunefleet serve --ingress direct` in its own process (direct ingress is a setting of the Ray
+    it starts): the replica itself listens on --port, answers like the local predictor, rejects bad
+    requests with 4xx, follows a promotion without a failed request, and stops cleanly on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    uri, local = registry
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": uri}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunefleet.cli", "serve", "tiny-cls", "--ingress", "direct", "--port", str(port),
+         "--max-texts", str(LIMITS["max_texts"]), "--max-chars", str(LIMITS["max_chars"]), "--poll-interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=open(tmp_path / "serve.log", "w"), text=True, env=env, cwd=tmp_path)
+    try:
+        ready = None
+        for line in process.stdout:  # Ray's own messages may come first; the summary is one JSON line
+            if line.startswith("{"):
+                ready = json.loads(line)
+                break
+        assert ready is not None, (tmp_path / "serve.log").read_text()[-3000:]
+        # Keep reading, or a full pipe would block the service on its next line of output.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        assert ready["url"] == f"http://127.0.0.1:{port}" and ready["options"]["ingress"] == "direct"
+        listeners = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+        owner = next((line for line in listeners.splitlines() if f"127.0.0.1:{port} " in line), "")
+        assert "ServeRepli" in owner, owner  # the replica itself owns the port, not Serve's proxy
+        url = ready["url"]
+        response = _post(f"{url}/predict", {"texts": TEXTS})
+        assert response.status_code == 200, response.text
+        _check_classification(response.json(), TEXTS, local)
+        assert requests.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"
+        for body, status in (({"texts": []}, 400), ({"texts": ["x" * 500]}, 413), ("{not json", 400)):
+            bad = _post(f"{url}/predict", body)
+            assert bad.status_code == status and "error" in bad.json(), (body, bad.status_code, bad.text)
+        _promote_and_roll_back_under_load(url, registry)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_direct_ingress_rejects_what_it_cannot_serve(store, registry, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("started Ray for bad input"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["serve", "tiny-cls", "--ingress", "direct", "--replicas", "2"]) == cli.EXIT_BAD_INPUT
+    assert "exactly one replica" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert cli.main(["serve", "tiny-cls", "--ingress", "direct"]) == cli.EXIT_BAD_INPUT
+    assert "RAY_ADDRESS" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.delenv("RAY_ADDRESS")
+        argv = ["serve", "tiny-cls", "--port", str(taken.getsockname()[1])]
+        assert cli.main(argv) == cli.EXIT_BAD_INPUT
+        assert "already in use" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- batching

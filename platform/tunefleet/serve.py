@@ -10,6 +10,15 @@ version in a background thread and then swaps one reference, so requests in flig
 version, new ones go to the new version, and none is dropped. Every answer names the version that
 produced it.
 
+Two ways in (`ingress`): `proxy` (default) is Ray Serve's standard path, an HTTP proxy actor that
+load-balances over any number of replicas; every request then costs two actor calls (the proxy hands
+the request over, and the replica fetches the body back from it). `direct` is Ray Serve's direct
+ingress: the one replica runs the HTTP server itself on the given port, so a request never leaves
+the replica's process. On the 2-core benchmark machine it roughly doubles the requests per second a
+batching replica answers (benchmarks/RESULTS.md); it takes exactly one replica per node, and on a
+multi-node cluster the documented way to combine it with load balancing is Ray's HAProxy mode
+(deploy/README.md).
+
 Requests that arrive together are batched (`_serve_batch.MicroBatcher`, `serve.batch`'s knobs, with
 batches formed only when the model is free): one forward pass over the texts of up to
 `max_batch_size` requests, the first waiting at most `batch_wait_timeout_s` for others. Forward passes
@@ -24,6 +33,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -338,26 +348,86 @@ def options_from_file(path: str | Path) -> dict[str, Any]:
     return options
 
 
+INGRESS_MODES = ("proxy", "direct")
+
+
+def check_ingress(ingress: str, options: ServeOptions) -> None:
+    """Raise ServeConfigError if `ingress` cannot serve `options` from this process."""
+    if ingress not in INGRESS_MODES:
+        raise ServeConfigError(f"ingress is {ingress!r}; give one of {', '.join(INGRESS_MODES)}")
+    if ingress != "direct":
+        return
+    if options.autoscaling_config or options.replicas != 1:
+        raise ServeConfigError("ingress direct serves from exactly one replica, which owns the port; drop "
+                               "--replicas/autoscaling_config, or use --ingress proxy to load-balance replicas")
+    if os.environ.get("RAY_ADDRESS"):
+        raise ServeConfigError("ingress direct is a setting of the Ray cluster (RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in "
+                               "its environment, see deploy/README.md) and RAY_ADDRESS points at an existing one; "
+                               "unset RAY_ADDRESS to serve from a local Ray, or use --ingress proxy")
+
+
+def _direct_ingress_env(port: int) -> dict[str, str]:
+    """Environment for a local Ray whose one ingress replica listens on `port` itself. Ray reads these
+    when its processes start, so they must be set before `ray.init`."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        # The ports Serve hands out to ingress replicas, [min, max): just the user's port.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),
+        # Serve waits this long at shutdown so that an external load balancer notices the replica
+        # is going (30 s by default). With no balancer in front it would only delay Ctrl-C.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": os.environ.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"),
+    }
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
-                  on_ready: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                  on_ready: Callable[[dict[str, Any]], None] | None = None, ingress: str = "proxy") -> dict[str, Any]:
     """Resolve the model, start Ray and Serve, deploy, and block until SIGINT/SIGTERM.
 
     The model is resolved first, so a bad reference fails before any Ray work.
 
+    Args:
+        ingress: `proxy` (Serve's HTTP proxy on `port`, any number of replicas) or `direct` (the one
+            replica listens on `port` itself; Serve's proxy moves to a free loopback port). See the
+            module docstring.
     Returns:
         what was served: url, model, options.
     Raises:
         RegistryError: the model or alias does not exist.
+        ServeConfigError: the ingress cannot serve these options, or the port is taken.
     """
     import ray
 
     from .registry import resolve_model
     from .tracking import tracking_uri
 
+    check_ingress(ingress, options)
+    if not _port_is_free(host, port):
+        raise ServeConfigError(f"{host}:{port} is already in use; stop what listens there or give --port")
     # Pinned here, absolute: replicas run in other working folders, maybe with another environment.
     options = dataclasses.replace(options, tracking_uri=tracking_uri(options.tracking_uri))
     resolved = resolve_model(options.model, options.tracking_uri)
     started_ray = not ray.is_initialized()
+    proxy_port = port
+    if ingress == "direct":
+        if not started_ray:
+            raise ServeConfigError("ingress direct needs a Ray started by this command; Ray is already running "
+                                   "in this process")
+        os.environ.update(_direct_ingress_env(port))
+        with socket.socket() as sock:  # Serve's own proxy still starts: a free port, out of the way
+            sock.bind((host, 0))
+            proxy_port = sock.getsockname()[1]
     if started_ray:
         from .trainer import init_ray
 
@@ -366,9 +436,11 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        serve.start(http_options={"host": host, "port": port})
+        # With direct ingress the replica binds the same host (Serve passes it these options).
+        serve.start(http_options={"host": host, "port": proxy_port})
         serve.run(build_app(options), name=resolved.name, route_prefix="/")
-        shown = options.to_args() | {"tracking_uri": re.sub(r"//[^/@]*@", "//***@", options.tracking_uri)}  # no passwords
+        shown = options.to_args() | {"tracking_uri": re.sub(r"//[^/@]*@", "//***@", options.tracking_uri),  # no passwords
+                                     "ingress": ingress}
         summary = {"url": f"http://{host}:{port}", "model": {"name": resolved.name, "version": resolved.version,
                                                             "alias": resolved.alias}, "options": shown}
         if on_ready is not None:
