@@ -1,7 +1,7 @@
 """Optuna+ASHA against random search without early stopping and against the seed-style fixed setting,
 on a CoNLL-2003 subset with the bundled MiniLM; plus the platform's overhead.
 
-    .venv/bin/python benchmarks/sweep_compare.py [--train 2000 --validation 600 --test 600 --trials 8]
+    .venv/bin/python benchmarks/sweep_compare.py [--train 1000 --validation 300 --test 300 --trials 16 --cpus 1]
 
 For each strategy it reports the best validation and test entity F1 against the compute spent (trial-
 epochs and wall time). Overhead: sweep wall time against the sum of the trials' own training time
@@ -38,7 +38,7 @@ def base_spec(args: argparse.Namespace, storage: Path) -> dict:
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
         "tracking": {"enabled": False},
         "search": {"num_trials": args.trials, "seed": 0, "seed_with_spec": False, "grace_period": 1,
-                   "reduction_factor": 3,
+                   "reduction_factor": args.reduction_factor, "max_concurrent": int(args.total_cpus // args.cpus),
                    "space": {"train.lr": {"loguniform": [1.0e-5, 5.0e-4]},
                              "train.dropout": {"uniform": [0.0, 0.3]},
                              "train.epochs": {"choice": [5]}}},
@@ -62,16 +62,25 @@ def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
     else:
         raw["search"] |= {"algorithm": "random", "scheduler": "none"}
     summary = run_sweep(spec_from_dict(raw))
-    trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
-    concurrency = max(1, int(args.total_cpus // args.cpus))
-    # A trial's first report also carries its start-up (Ray Train controller, worker group, model
-    # load): start-up = first iteration - the trial's median epoch time; training = the rest.
-    startups, training = [], 0.0
-    for t in trials:
-        times = [h["time_this_iter_s"] for h in t["history"]]
-        startup = times[0] - statistics.median(times[1:]) if len(times) > 1 else 0.0
-        startups.append(startup)
-        training += sum(times) - startup
+    return sweep_row(strategy, Path(summary["storage"]), max(1, int(args.total_cpus // args.cpus)))
+
+
+def sweep_row(strategy: str, sweep_dir: Path, concurrency: int) -> dict:
+    """The figures of one finished sweep, from its summary.json and trials.json.
+
+    A trial's first report also carries its start-up (trial process, Ray Train controller, worker
+    group, model load): start-up = first iteration - the median of its later epochs, measured on
+    trials that ran two epochs or more (one epoch alone cannot be split). Training = the rest; for a
+    one-epoch trial, its iteration minus the mean start-up. Overhead = sweep wall time against the
+    summed training time divided by the concurrency.
+    """
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    trials = json.loads((sweep_dir / "trials.json").read_text())
+    times = [[h["time_this_iter_s"] for h in t["history"]] for t in trials if t["history"]]
+    startups = [t[0] - statistics.median(t[1:]) for t in times if len(t) > 1]
+    startup = statistics.mean(startups) if startups else 0.0
+    training = sum(sum(t) - (t[0] - statistics.median(t[1:]) if len(t) > 1 else startup) for t in times)
+    long_trials = [sum(t) - startup for t in times if sum(t) - startup >= 60]
     return {
         "strategy": strategy,
         "best_validation_f1": summary["best"]["metrics"]["validation"]["f1"],
@@ -79,9 +88,12 @@ def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
         "trial_epochs": summary["trial_epochs"],
         "trials": summary["trials"],
         "wall_seconds": summary["wall_seconds"],
+        "concurrency": concurrency,
         "sum_training_seconds": round(training, 1),
         "overhead_vs_training": round(summary["wall_seconds"] / (training / concurrency) - 1, 3),
-        "startup_seconds_per_trial": round(statistics.mean(startups), 1),
+        "startup_seconds_per_trial": round(startup, 1),
+        "trials_training_60s_or_more": len(long_trials),
+        "median_trial_training_seconds": round(statistics.median(sum(t) - startup for t in times), 1),
     }
 
 
@@ -92,9 +104,18 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=600)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--cpus", type=float, default=2)
-    parser.add_argument("--total-cpus", type=float, default=2)
+    parser.add_argument("--total-cpus", type=float, default=2, help="CPUs of the machine; trials at once = total / cpus")
+    parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's reduction factor (grace period 1)")
     parser.add_argument("--only", nargs="*", default=["fixed", "optuna_asha", "random"])
+    parser.add_argument("--from-storage", metavar="DIR",
+                        help="recompute the sweep rows from a finished run's storage folder instead of running")
     args = parser.parse_args()
+    if args.from_storage:  # e.g. after changing how overhead is computed
+        concurrency = max(1, int(args.total_cpus // args.cpus))
+        for strategy in ("optuna_asha", "random"):
+            for sweep_dir in sorted((Path(args.from_storage) / strategy).glob("*/summary.json")):
+                print(json.dumps(sweep_row(strategy, sweep_dir.parent, concurrency)))
+        return
     if not CONLL.exists():
         sys.exit(f"{CONLL} not found: ../shared/data must lie beside the project")
     storage = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))

@@ -63,6 +63,37 @@ def test_seed_point_is_the_spec_when_inside_the_space(tiny_model, tmp_path):
     assert seed_point(outside) is None
 
 
+def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path):
+    """seed_with_champion: the registered champion named after the spec records the spec that trained
+    it, and the next sweep starts from its values; without a usable champion, from the spec's."""
+    import transformers
+
+    from tunefleet._checkpoint import save_checkpoint
+    from tunefleet.registry import register_checkpoint
+    from tunefleet.search import build_search_alg, first_point
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = make_spec(tiny_model, tmp_path, tracking={"enabled": True, "uri": uri},
+                     search={"space": SPACE, "seed_with_champion": True})
+    assert first_point(spec) == seed_point(spec)  # no champion yet: the spec's own values
+
+    trained = spec.to_dict()
+    trained["train"] |= {"lr": 2.0e-3, "dropout": 0.25}
+    model = transformers.BertForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    meta = {"task": "text-classification", "model_class": "BertForSequenceClassification",
+            "label_names": ["negative", "positive"], "base_model": tiny_model, "max_length": 32,
+            "metric": "accuracy", "epoch": 3.0, "validation": {"accuracy": 0.8}, "spec": trained}
+    folder = save_checkpoint(tmp_path / "ckpt", model, transformers.AutoTokenizer.from_pretrained(tiny_model), meta, None)
+    assert register_checkpoint(str(folder), spec.name, {"accuracy": 0.8}, tracking_uri=uri)["promoted"]["promoted"]
+
+    champion = {"train.lr": 2.0e-3, "train.dropout": 0.25, "train.epochs": 3}
+    assert first_point(spec) == champion
+    assert build_search_alg(spec)._points_to_evaluate == [champion]  # what Optuna tries first
+    narrower = make_spec(tiny_model, tmp_path, tracking={"enabled": True, "uri": uri},
+                         search={"space": {**SPACE, "train.lr": {"loguniform": [1.0e-4, 1.0e-3]}}, "seed_with_champion": True})
+    assert first_point(narrower) == seed_point(narrower)  # the champion's lr lies outside: the spec's values
+
+
 def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
     spec = make_spec(tiny_model, tmp_path, search={"space": {"train.epochs": {"choice": [2, 5]}}, "grace_period": 2})
     asha = build_scheduler(spec)
@@ -120,6 +151,24 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
         assert (Path(summary["storage"]) / f"{plot}.png").stat().st_size > 1000
     with pytest.raises(SweepExistsError, match="--resume"):
         run_sweep(spec)
+
+
+@pytest.mark.slow
+def test_sweep_ends_early_at_the_target_or_on_a_plateau(tiny_model, tmp_path, ray_cluster):
+    search = {"algorithm": "random", "scheduler": "none", "num_trials": 8, "max_concurrent": 1,
+              "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}}
+    # No trial can beat the first by more than 1.0 accuracy: two more trials end, then the sweep.
+    plateau = make_spec(tiny_model, tmp_path / "plateau", train={"epochs": 1},
+                        search=search | {"stop_on_plateau": 2, "plateau_min_delta": 1.0})
+    summary = run_sweep(plateau)
+    ran = [t for t in json.loads((Path(summary["storage"]) / "trials.json").read_text()) if t["history"]]
+    assert len(ran) == 3, [t["trial_id"] for t in ran]
+    assert summary["trial_epochs"] == 3
+    # Every accuracy reaches 0.0: the first epoch of the first trial ends the sweep.
+    target = make_spec(tiny_model, tmp_path / "target", train={"epochs": 2}, search=search | {"stop_at_metric": 0.0})
+    summary = run_sweep(target)
+    ran = [t for t in json.loads((Path(summary["storage"]) / "trials.json").read_text()) if t["history"]]
+    assert len(ran) == 1 and ran[0]["epochs_run"] == 1
 
 
 @pytest.mark.slow

@@ -149,7 +149,9 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
     tags = {"tunefleet.metric": metric, "tunefleet.mode": _mode(metric), "tunefleet.test_metric": repr(float(numbers[metric])),
             "tunefleet.metrics": json.dumps({"test": numbers, "validation": validation}),
             "tunefleet.margin": repr(float(margin)), "tunefleet.task": meta["task"],
-            "tunefleet.source_sweep": source_sweep or ""}
+            "tunefleet.source_sweep": source_sweep or "",
+            # What trained it, so that a later sweep can start from the champion's hyperparameters.
+            "tunefleet.spec": _spec_tag(meta.get("spec") or {})}
     _ensure_registered_model(client, name)
     with model_lock(client, uri, name):
         version = int(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
@@ -228,6 +230,31 @@ def list_models(name: str | None = None, tracking_uri: str | None = None) -> lis
                          "source_sweep": v.tags.get("tunefleet.source_sweep") or None, "run_id": v.run_id,
                          "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000))})
     return rows
+
+
+def champion_spec(name: str, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """The spec (as a dict, without its `search` section) that trained `name@champion`; None when
+    the model, its champion or the record is missing (versions registered before it was kept)."""
+    client = client_for(_uri(tracking_uri))
+    try:
+        version = _get_version(client, name, alias=CHAMPION)
+    except RegistryError:
+        return None
+    try:
+        return json.loads(version.tags.get("tunefleet.spec") or "null")
+    except json.JSONDecodeError:
+        return None
+
+
+def _spec_tag(spec: dict[str, Any]) -> str:
+    """The training spec as a version tag: the search section left out (the space is not what
+    trained this model), and cut down to `train` and `model` if the whole would pass MLflow's
+    5,000-character limit on tag values."""
+    kept = {key: value for key, value in spec.items() if key != "search"}
+    text = json.dumps(kept, default=str)
+    if len(text) > 5000:
+        text = json.dumps({key: kept[key] for key in ("train", "model") if key in kept}, default=str)
+    return text if len(text) <= 5000 else "{}"
 
 
 def _gate(client: Any, name: str, version: int, value: float, metric: str, margin: float, force: bool) -> dict[str, Any]:

@@ -112,14 +112,54 @@ def tune_space(spec: Spec) -> dict[str, Any]:
     return space
 
 
+def first_point(spec: Spec) -> dict[str, Any] | None:
+    """The first trial's hyperparameters: the champion's (`seed_with_champion`), else the spec's own
+    (`seed_with_spec`), else None (the search algorithm picks)."""
+    if spec.search.seed_with_champion:
+        point = champion_point(spec)
+        if point:
+            log.info("search: the first trial takes the champion's hyperparameters %s", point)
+            return point
+    return seed_point(spec) if spec.search.seed_with_spec else None
+
+
 def seed_point(spec: Spec) -> dict[str, Any] | None:
     """The spec's own fixed hyperparameters as the first trial, where they lie inside the space."""
+    return _point_in_space(spec.to_dict(), spec.search.space)
+
+
+def champion_point(spec: Spec) -> dict[str, Any] | None:
+    """The hyperparameters that trained the registered champion named after the spec, where they
+    lie inside the space; None (with the reason logged) when there is none to use."""
+    from .registry import RegistryError, champion_spec
+    from .tracking import tracking_uri
+
+    if not spec.tracking.enabled:
+        log.info("search: seed_with_champion needs the registry, and tracking is off; using the spec's values")
+        return None
+    try:
+        trained = champion_spec(spec.name, tracking_uri(spec.tracking.uri))
+    except (RegistryError, OSError) as exc:
+        log.warning("search: cannot read %s@champion (%s); using the spec's values", spec.name, exc)
+        return None
+    if not trained:
+        log.info("search: no champion of %s with recorded hyperparameters; using the spec's values", spec.name)
+        return None
+    point = _point_in_space(trained, spec.search.space)
+    if point is None:
+        log.info("search: %s@champion's hyperparameters lie outside the space; using the spec's values", spec.name)
+    return point
+
+
+def _point_in_space(raw: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """`raw`'s value at every dotted path of `space`, if all are there and inside their ranges."""
     point = {}
-    raw = spec.to_dict()
-    for path, dist in spec.search.space.items():
+    for path, dist in space.items():
         section, name = path.split(".", 1)
-        value = raw[section][name]
+        value = (raw.get(section) or {}).get(name)
         (kind, args), = dist.items()
+        if value is None:
+            return None
         inside = value in args if kind in ("choice", "grid") else (args[0] <= value <= args[1])
         if not inside:
             return None
@@ -136,14 +176,17 @@ def build_search_alg(spec: Spec, max_concurrent: int = 0) -> Any:
     """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    point = seed_point(spec) if spec.search.seed_with_spec else None
+    point = first_point(spec)
     points = [point] if point else []
     if spec.search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+        # TPE samples at random until it has n_startup_trials results; Optuna's default of 10 would
+        # leave a 16-trial sweep mostly random. A quarter of the budget (3 to 10) lets TPE steer.
+        startup = min(10, max(3, spec.search.num_trials // 4))
+        sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
         return OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
     if spec.search.algorithm == "random":
         return BasicVariantGenerator(random_state=spec.search.seed, points_to_evaluate=points or None,
@@ -167,6 +210,17 @@ def build_scheduler(spec: Spec) -> Any:
     if name == "median":
         return MedianStoppingRule(time_attr="epoch", grace_period=spec.search.grace_period, min_samples_required=2)
     return FIFOScheduler()
+
+
+def _can_reuse_trial_actors(spec: Spec) -> bool:
+    """Whether the next trial may run in the process of the one that just finished.
+
+    Reuse skips starting and importing a fresh trial process (about 3 s a trial on the 2-core
+    machine, see benchmarks/RESULTS.md). Tune can only reuse a process once the trial's function
+    has returned. A trial that a scheduler stops early is still inside `fit()`, and reusing its
+    process would fail the *next* trial. So reuse is on only when no scheduler can stop a trial.
+    """
+    return spec.search.scheduler == "none"
 
 
 def max_epochs(spec: Spec) -> int:
@@ -227,14 +281,15 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         # empty placement group, so the trial reserves the memory its process needs instead of a CPU.
         {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY},
     )
+    stopper = _stopper(spec, metric, mode)
     housekeeping = _CheckpointJanitor(sweep_dir / "train", metric, mode, spec.search.keep_stopped_checkpoints)
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
         # A trial's Train run already retries worker failures; this retries the trial itself (its
         # function died, e.g. with its node), which then resumes its Train run from checkpoint.
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-        stop=_stopper(spec, metric, mode),
-        callbacks=[housekeeping, *(callbacks or [])],
+        stop=stopper,
+        callbacks=[housekeeping, *([stopper.plateau] if stopper and stopper.plateau else []), *(callbacks or [])],
         verbose=1,
     )
     if resume:
@@ -253,6 +308,7 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
                 max_concurrent_trials=concurrency if spec.search.algorithm == "optuna" else None,
                 time_budget_s=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
                 trial_dirname_creator=lambda trial: trial.trial_id,
+                reuse_actors=_can_reuse_trial_actors(spec),
             ),
             run_config=run_config,
         )
@@ -335,26 +391,66 @@ def _concurrency(spec: Spec) -> int:
 
 
 def _stopper(spec: Spec, metric: str, mode: str) -> Any:
-    target = spec.search.stop_at_metric
-    if target is None:
+    """What ends the sweep before its trials run out: a trial reaching `stop_at_metric`, or
+    `stop_on_plateau` trials in a row ending without improvement. None when neither is set."""
+    target, patience = spec.search.stop_at_metric, spec.search.stop_on_plateau
+    if target is None and patience is None:
         return None
+    from ray.tune import Callback
     from ray.tune.stopper import Stopper
 
-    class _TargetReached(Stopper):
-        """End the whole sweep once any trial reaches the target metric."""
+    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
 
-        reached = False
+    class _Plateau(Callback):
+        """Counts ended trials since the last one that beat the best ended trial by more than
+        `plateau_min_delta`. A callback, because only callbacks hear that a trial ended, including
+        one that ASHA stopped."""
+
+        def __init__(self) -> None:
+            self.best: float | None = None
+            self.without_improvement = 0
+            self._trial_best: dict[str, float] = {}
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            value = result.get(metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                seen = self._trial_best.get(trial.trial_id)
+                self._trial_best[trial.trial_id] = value if seen is None or better(value, seen) else seen
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._ended(trial)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._ended(trial)
+
+        def _ended(self, trial: Any) -> None:
+            value = self._trial_best.pop(trial.trial_id, None)
+            delta = spec.search.plateau_min_delta
+            gain = None if value is None or self.best is None else (value - self.best if mode == "max" else self.best - value)
+            improved = value is not None and (self.best is None or gain > delta)
+            if value is not None and (self.best is None or better(value, self.best)):
+                self.best = value
+            self.without_improvement = 0 if improved else self.without_improvement + 1
+            if patience is not None and self.without_improvement >= patience:
+                log.info("search: %d trials in a row ended without beating %s=%.4f by more than %g; "
+                         "ending the sweep", self.without_improvement, metric, self.best or float("nan"), delta)
+
+    class _SweepStopper(Stopper):
+        def __init__(self) -> None:
+            self.reached = False
+            self.plateau = _Plateau() if patience is not None else None
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             value = result.get(metric)
-            if value is not None and (value >= target if mode == "max" else value <= target):
+            if target is not None and value is not None and (value >= target if mode == "max" else value <= target):
                 self.reached = True
             return self.reached
 
         def stop_all(self) -> bool:
-            return self.reached
+            plateaued = self.plateau is not None and self.plateau.without_improvement >= patience
+            return self.reached or plateaued
 
-    return _TargetReached()
+    return _SweepStopper()
 
 
 # ---- results --------------------------------------------------------------------------------------

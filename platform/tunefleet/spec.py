@@ -139,11 +139,18 @@ class SearchConfig(_Frozen):
     max_concurrent: int | Literal["auto"] = "auto"
     time_budget: str | None = None  # e.g. "90s", "30m", "2h"
     stop_at_metric: float | None = None  # end the sweep once a trial reaches this validation metric
+    # End the sweep once this many trials in a row have ended (completed or stopped early) without
+    # beating the best finished trial by more than plateau_min_delta.
+    stop_on_plateau: int | None = Field(None, ge=1)
+    plateau_min_delta: float = Field(0.0, ge=0.0)
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before ASHA may stop it
     reduction_factor: int = Field(2, ge=2)
     seed: int = 0
     # Start the search from the spec's fixed hyperparameters (a known-good point for TPE).
     seed_with_spec: bool = True
+    # Start it from the hyperparameters of the registered champion of this task (the model named
+    # after the spec) instead, when there is one; the spec's values otherwise.
+    seed_with_champion: bool = False
     keep_stopped_checkpoints: bool = False
     space: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
