@@ -241,7 +241,9 @@ def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tm
     uri = f"http://127.0.0.1:{port}"
     server = _start_mlflow(folder, port)
     try:
-        raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="outage", train={"epochs": 2},
+        # 4 epochs: the server goes down at the first trial's first report, and the first trial must
+        # still be training while it does (the next trial starts at once in the reused process).
+        raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="outage", train={"epochs": 4},
                              tracking={"uri": uri, "enabled": True},
                              search={"algorithm": "random", "num_trials": 2, "max_concurrent": 1, "scheduler": "none",
                                      "seed_with_spec": False, "space": LR})
