@@ -34,14 +34,14 @@ def base_spec(args: argparse.Namespace, storage: Path) -> dict:
                  "test": str(CONLL / "test.txt"), "max_train_samples": args.train,
                  "max_validation_samples": args.validation, "max_test_samples": args.test},
         "model": {"name_or_path": "bundled-minilm", "max_length": 128},
-        "train": {"epochs": 5, "batch_size": 16, "lr": 2.0e-5, "metric": "f1", "early_stopping_patience": None},
+        "train": {"epochs": args.epochs, "batch_size": 16, "lr": 2.0e-5, "metric": "f1", "early_stopping_patience": None},
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
         "tracking": {"enabled": False},
         "search": {"num_trials": args.trials, "seed": 0, "seed_with_spec": False, "grace_period": 1,
                    "reduction_factor": args.reduction_factor, "max_concurrent": int(args.total_cpus // args.cpus),
                    "space": {"train.lr": {"loguniform": [1.0e-5, 5.0e-4]},
                              "train.dropout": {"uniform": [0.0, 0.3]},
-                             "train.epochs": {"choice": [5]}}},
+                             "train.epochs": {"choice": [args.epochs]}}},
     }
 
 
@@ -53,6 +53,7 @@ def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
     raw = base_spec(args, storage / strategy)
     started = time.perf_counter()
     if strategy == "fixed":  # the seed-style setting: lr 2e-5, 5 epochs, batch 16
+        raw["train"]["epochs"] = 5
         result = run_train(spec_from_dict(raw))
         return {"strategy": strategy, "best_validation_f1": result["metrics"]["validation"]["f1"],
                 "test_f1": result["metrics"]["test"]["f1"], "trial_epochs": result["epochs_run"],
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--cpus", type=float, default=2)
     parser.add_argument("--total-cpus", type=float, default=2, help="CPUs of the machine; trials at once = total / cpus")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of every searched trial (ASHA's max_t); "
+                        "the fixed setting always runs 5")
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's reduction factor (grace period 1)")
     parser.add_argument("--only", nargs="*", default=["fixed", "optuna_asha", "random"])
     parser.add_argument("--from-storage", metavar="DIR",
