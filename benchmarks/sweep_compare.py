@@ -78,9 +78,10 @@ def sweep_row(strategy: str, sweep_dir: Path, concurrency: int) -> dict:
     summary = json.loads((sweep_dir / "summary.json").read_text())
     trials = json.loads((sweep_dir / "trials.json").read_text())
     times = [[h["time_this_iter_s"] for h in t["history"]] for t in trials if t["history"]]
-    startups = [t[0] - statistics.median(t[1:]) for t in times if len(t) > 1]
-    startup = statistics.mean(startups) if startups else 0.0
-    training = sum(sum(t) - (t[0] - statistics.median(t[1:]) if len(t) > 1 else startup) for t in times)
+    own = [t[0] - statistics.median(t[1:]) if len(t) > 1 else None for t in times]  # None: one epoch only
+    measured = [s for s in own if s is not None]
+    startup = statistics.mean(measured) if measured else 0.0
+    training = sum(sum(t) - (startup if s is None else s) for t, s in zip(times, own))
     long_trials = [sum(t) - startup for t in times if sum(t) - startup >= 60]
     return {
         "strategy": strategy,

@@ -94,6 +94,14 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
     assert first_point(narrower) == seed_point(narrower)  # the champion's lr lies outside: the spec's values
 
 
+def test_tpe_samples_at_random_for_a_quarter_of_the_budget(tiny_model, tmp_path):
+    from tunefleet.search import build_search_alg
+
+    for trials, startup in ((8, 3), (16, 4), (40, 10), (100, 10)):
+        spec = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": trials})
+        assert build_search_alg(spec)._sampler._n_startup_trials == startup
+
+
 def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
     spec = make_spec(tiny_model, tmp_path, search={"space": {"train.epochs": {"choice": [2, 5]}}, "grace_period": 2})
     asha = build_scheduler(spec)

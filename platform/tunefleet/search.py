@@ -131,15 +131,14 @@ def seed_point(spec: Spec) -> dict[str, Any] | None:
 def champion_point(spec: Spec) -> dict[str, Any] | None:
     """The hyperparameters that trained the registered champion named after the spec, where they
     lie inside the space; None (with the reason logged) when there is none to use."""
-    from .registry import RegistryError, champion_spec
-    from .tracking import tracking_uri
+    from .registry import champion_spec
 
     if not spec.tracking.enabled:
         log.info("search: seed_with_champion needs the registry, and tracking is off; using the spec's values")
         return None
     try:
-        trained = champion_spec(spec.name, tracking_uri(spec.tracking.uri))
-    except (RegistryError, OSError) as exc:
+        trained = champion_spec(spec.name, spec.tracking.uri)  # a missing model or champion is None
+    except OSError as exc:
         log.warning("search: cannot read %s@champion (%s); using the spec's values", spec.name, exc)
         return None
     if not trained:
@@ -215,8 +214,9 @@ def build_scheduler(spec: Spec) -> Any:
 def _can_reuse_trial_actors(spec: Spec) -> bool:
     """Whether the next trial may run in the process of the one that just finished.
 
-    Reuse skips starting and importing a fresh trial process (about 3 s a trial on the 2-core
-    machine, see benchmarks/RESULTS.md). Tune can only reuse a process once the trial's function
+    Reuse skips starting and importing a fresh trial process (about 1 s of a trial's start-up in a
+    Ray timeline on the 2-core machine; end to end the gain was within run-to-run noise, see
+    benchmarks/RESULTS.md). Tune can only reuse a process once the trial's function
     has returned. A trial that a scheduler stops early is still inside `fit()`, and reusing its
     process would fail the *next* trial. So reuse is on only when no scheduler can stop a trial.
     """
@@ -399,7 +399,7 @@ def _stopper(spec: Spec, metric: str, mode: str) -> Any:
     from ray.tune import Callback
     from ray.tune.stopper import Stopper
 
-    better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+    keep_best = max if mode == "max" else min
 
     class _Plateau(Callback):
         """Counts ended trials since the last one that beat the best ended trial by more than
@@ -415,7 +415,7 @@ def _stopper(spec: Spec, metric: str, mode: str) -> Any:
             value = result.get(metric)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 seen = self._trial_best.get(trial.trial_id)
-                self._trial_best[trial.trial_id] = value if seen is None or better(value, seen) else seen
+                self._trial_best[trial.trial_id] = value if seen is None else keep_best(seen, value)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._ended(trial)
@@ -424,13 +424,17 @@ def _stopper(spec: Spec, metric: str, mode: str) -> Any:
             self._ended(trial)
 
         def _ended(self, trial: Any) -> None:
-            value = self._trial_best.pop(trial.trial_id, None)
+            value = self._trial_best.pop(trial.trial_id, None)  # None: it never reported the metric
             delta = spec.search.plateau_min_delta
-            gain = None if value is None or self.best is None else (value - self.best if mode == "max" else self.best - value)
-            improved = value is not None and (self.best is None or gain > delta)
-            if value is not None and (self.best is None or better(value, self.best)):
+            if value is None:
+                gain = -math.inf
+            elif self.best is None:
+                gain = math.inf
+            else:
+                gain = value - self.best if mode == "max" else self.best - value
+            if gain > 0:
                 self.best = value
-            self.without_improvement = 0 if improved else self.without_improvement + 1
+            self.without_improvement = 0 if gain > delta else self.without_improvement + 1
             if patience is not None and self.without_improvement >= patience:
                 log.info("search: %d trials in a row ended without beating %s=%.4f by more than %g; "
                          "ending the sweep", self.without_improvement, metric, self.best or float("nan"), delta)

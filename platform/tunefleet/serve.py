@@ -381,6 +381,12 @@ def _direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -425,9 +431,7 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
             raise ServeConfigError("ingress direct needs a Ray started by this command; Ray is already running "
                                    "in this process")
         os.environ.update(_direct_ingress_env(port))
-        with socket.socket() as sock:  # Serve's own proxy still starts: a free port, out of the way
-            sock.bind((host, 0))
-            proxy_port = sock.getsockname()[1]
+        proxy_port = _free_port(host)  # Serve's own proxy still starts: out of the way
     if started_ray:
         from .trainer import init_ray
 
