@@ -110,6 +110,28 @@ def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
     assert milestones[0] == 2  # nobody is stopped before the grace period
 
 
+def test_train_runs_poll_often_and_skip_the_preemption_watcher_locally(monkeypatch, ray_cluster):
+    import ray
+
+    from tunefleet.trainer import train_controller_env
+
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    assert train_controller_env(local=True) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+                                                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    # A joined cluster may have spot nodes: the watcher stays at Ray's default there.
+    assert train_controller_env(local=False) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # the user's own setting wins
+    assert train_controller_env(local=False) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "3"}
+
+    # The suite's local cluster hands both to every Ray worker (Train controllers among them).
+    @ray.remote(num_cpus=0)
+    def seen() -> tuple:
+        return os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"), os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+
+    assert ray.get(seen.remote()) == ("0.5", "0")
+
+
 def test_sweep_name_is_deterministic(tiny_model, tmp_path):
     a = make_spec(tiny_model, tmp_path, search={"space": SPACE})
     assert sweep_name(a) == sweep_name(make_spec(tiny_model, tmp_path, search={"space": SPACE}))
@@ -152,6 +174,10 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
     while live_placement_groups() and time.time() < deadline:
         time.sleep(1)
     assert live_placement_groups() == []
+    # On a local cluster no Train run started a preemption watcher (nothing here can be drained).
+    from ray.util.state import list_actors
+
+    assert list_actors(address=gcs_address(), filters=[("class_name", "=", "PreemptionWatcher")], limit=100) == []
     # Disk stays bounded: only the best trial keeps a checkpoint.
     kept = sorted(p.parent.name for p in (Path(summary["storage"]) / "train").glob("*/checkpoint_*") if p.is_dir())
     assert kept == [summary["best"]["trial_id"]]

@@ -68,7 +68,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | train_controller_env(local=not address)
     if address:
         # Joining: Ray refuses dashboard and CPU settings for an existing cluster.
         local: dict[str, Any] = {}
@@ -89,6 +89,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                  runtime_env={"env_vars": env_vars}, **local)
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+# Ray Train's controller polls its workers this often (Ray's default: 2 s). Every run waits for
+# several polls (workers up, each report, workers done), so on a sweep of minute-long trials the
+# default cost about 3 s per trial (benchmarks/RESULTS.md); a poll is one cheap call per worker.
+TRAIN_POLL_INTERVAL_S = "0.5"
+
+
+def train_controller_env(local: bool) -> dict[str, str]:
+    """Ray Train settings for every run on this cluster, unless the user's environment sets them.
+
+    The preemption watcher (one more actor per Train run, about 1 CPU-second to start) watches for
+    nodes being drained, as spot instances are; a local cluster on this machine has none, so it is
+    off there and left at Ray's default on a cluster that tunefleet joins.
+    """
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                                                               TRAIN_POLL_INTERVAL_S)}
+    if local:
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    return env
 
 
 def _free_port() -> int:
