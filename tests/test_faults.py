@@ -241,8 +241,10 @@ def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tm
     uri = f"http://127.0.0.1:{port}"
     server = _start_mlflow(folder, port)
     try:
-        # 4 epochs: the server goes down at the first trial's first report, and the first trial must
-        # still be training while it does (the next trial starts at once in the reused process).
+        # The server goes down as soon as the first trial has its MLflow run: that trial then trains
+        # and reports with the server gone, and the second can only start once the first has ended.
+        # (Waiting for the first report instead raced with fast trials: by the time Tune wrote it, the
+        # second trial could already have opened its run.)
         raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="outage", train={"epochs": 4},
                              tracking={"uri": uri, "enabled": True},
                              search={"algorithm": "random", "num_trials": 2, "max_concurrent": 1, "scheduler": "none",
@@ -252,16 +254,21 @@ def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tm
         sweep_dir = tmp_path / "runs" / sweep_name(load_spec(path))
         killed = threading.Event()
 
-        def stop_the_server_after_the_first_report():
+        def first_trial_run_exists() -> bool:
+            client = tracking.client_for(uri)
+            experiments = [e.experiment_id for e in client.search_experiments()]
+            return any(tracking.PARENT_TAG in run.data.tags for run in client.search_runs(experiments))
+
+        def stop_the_server_once_the_first_trial_is_tracked():
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                if any(p.stat().st_size for p in sweep_dir.glob("*/result.json")):
+                if first_trial_run_exists():
                     stop_process_group(server)
                     killed.set()
                     return
-                time.sleep(0.2)
+                time.sleep(0.1)
 
-        watcher = threading.Thread(target=stop_the_server_after_the_first_report, daemon=True)
+        watcher = threading.Thread(target=stop_the_server_once_the_first_trial_is_tracked, daemon=True)
         watcher.start()
         code = cli.main(["sweep", str(path)])
         watcher.join(timeout=5)
