@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -46,12 +45,6 @@ SENTENCES = [
     "Shipping was fast but the box was crushed and the glass inside had cracked.",
     "I expected more from this brand; the fabric feels cheap and the stitching is already coming loose.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def register_minilm(workdir: Path) -> tuple[str, str]:
@@ -128,11 +121,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ray import serve
 
     from tunefleet.serve import ServeOptions, _direct_ingress_env, build_app
+    from tunefleet.trainer import free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))
     os.environ["TUNEFLEET_CACHE"] = str(workdir / "cache")
     uri, name = register_minilm(workdir)
-    port = _free_port()
+    port = free_port()
     if args.ingress == "direct":
         # Two replicas, two ports: `[port + 1, port + 3)`, found below by asking each what it serves.
         env = _direct_ingress_env(port + 1) | {"RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 3)}

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 
 
+def trials_at_once(args: argparse.Namespace) -> int:
+    """Trials at once: as many as the machine's CPUs hold, at least one."""
+    return max(1, int(args.total_cpus // args.cpus))
+
+
 def base_spec(args: argparse.Namespace, storage: Path) -> dict:
     return {
         "name": "bench-conll",
@@ -38,7 +43,7 @@ def base_spec(args: argparse.Namespace, storage: Path) -> dict:
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
         "tracking": {"enabled": False},
         "search": {"num_trials": args.trials, "seed": 0, "seed_with_spec": False, "grace_period": 1,
-                   "reduction_factor": args.reduction_factor, "max_concurrent": int(args.total_cpus // args.cpus),
+                   "reduction_factor": args.reduction_factor, "max_concurrent": trials_at_once(args),
                    "space": {"train.lr": {"loguniform": [1.0e-5, 5.0e-4]},
                              "train.dropout": {"uniform": [0.0, 0.3]},
                              "train.epochs": {"choice": [args.epochs]}}},
@@ -63,7 +68,7 @@ def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
     else:
         raw["search"] |= {"algorithm": "random", "scheduler": "none"}
     summary = run_sweep(spec_from_dict(raw))
-    return sweep_row(strategy, Path(summary["storage"]), max(1, int(args.total_cpus // args.cpus)))
+    return sweep_row(strategy, Path(summary["storage"]), trials_at_once(args))
 
 
 def sweep_row(strategy: str, sweep_dir: Path, concurrency: int) -> dict:
@@ -115,10 +120,9 @@ def main() -> None:
                         help="recompute the sweep rows from a finished run's storage folder instead of running")
     args = parser.parse_args()
     if args.from_storage:  # e.g. after changing how overhead is computed
-        concurrency = max(1, int(args.total_cpus // args.cpus))
         for strategy in ("optuna_asha", "random"):
             for sweep_dir in sorted((Path(args.from_storage) / strategy).glob("*/summary.json")):
-                print(json.dumps(sweep_row(strategy, sweep_dir.parent, concurrency)))
+                print(json.dumps(sweep_row(strategy, sweep_dir.parent, trials_at_once(args))))
         return
     if not CONLL.exists():
         sys.exit(f"{CONLL} not found: ../shared/data must lie beside the project")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import free_port
 from tunefleet import cli
 from tunefleet.predict import Predictor as LocalPredictor
 from tunefleet.serve import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
@@ -94,18 +95,12 @@ def registry(store, tiny_model):
     return uri, local
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(ray_cluster, registry):
     from ray import serve
 
     uri, _ = registry
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         common = {"tracking_uri": uri, "num_cpus": 0.5, **LIMITS}
@@ -306,7 +301,7 @@ def test_direct_ingress_serves_on_the_port_and_follows_the_alias(store, registry
     import sys
 
     uri, local = registry
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(
         [sys.executable, "-m", "tunefleet.cli", "serve", "tiny-cls", "--ingress", "direct", "--port", str(port),

@@ -435,9 +435,14 @@ def _stopper(spec: Spec, metric: str, mode: str) -> Any:
             if gain > 0:
                 self.best = value
             self.without_improvement = 0 if gain > delta else self.without_improvement + 1
-            if patience is not None and self.without_improvement >= patience:
-                log.info("search: %d trials in a row ended without beating %s=%.4f by more than %g; "
-                         "ending the sweep", self.without_improvement, metric, self.best or float("nan"), delta)
+            if self.reached:
+                log.info("search: %d trials in a row ended without beating %s=%s by more than %g; "
+                         "ending the sweep", self.without_improvement, metric,
+                         "none" if self.best is None else f"{self.best:.4f}", delta)
+
+        @property
+        def reached(self) -> bool:
+            return self.without_improvement >= patience
 
     class _SweepStopper(Stopper):
         def __init__(self) -> None:
@@ -451,8 +456,7 @@ def _stopper(spec: Spec, metric: str, mode: str) -> Any:
             return self.reached
 
         def stop_all(self) -> bool:
-            plateaued = self.plateau is not None and self.plateau.without_improvement >= patience
-            return self.reached or plateaued
+            return self.reached or (self.plateau is not None and self.plateau.reached)
 
     return _SweepStopper()
 

@@ -381,12 +381,6 @@ def _direct_ingress_env(port: int) -> dict[str, str]:
     }
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -430,8 +424,10 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
         if not started_ray:
             raise ServeConfigError("ingress direct needs a Ray started by this command; Ray is already running "
                                    "in this process")
+        from .trainer import free_port
+
         os.environ.update(_direct_ingress_env(port))
-        proxy_port = _free_port(host)  # Serve's own proxy still starts: out of the way
+        proxy_port = free_port(host)  # Serve's own proxy still starts: out of the way
     if started_ray:
         from .trainer import init_ray
 

@@ -77,7 +77,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     else:
         from ray._private.services import get_node_ip_address
 
-        port = _free_port()
+        port = free_port()
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the GCS this ray.init starts
         env_vars["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
         local = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": num_cpus}
@@ -111,11 +111,12 @@ def train_controller_env(local: bool) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now, on `host`."""
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
