@@ -49,9 +49,9 @@ SENTENCES = [
 
 def register_minilm(workdir: Path) -> tuple[str, str]:
     """The bundled MiniLM with a fresh 2-class head, registered as champion of `bench-minilm`."""
-    from tunefleet._checkpoint import save_checkpoint
-    from tunefleet._models import build_model, load_tokenizer
-    from tunefleet.registry import register_checkpoint
+    from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.train.models import build_model, load_tokenizer
+    from tunefleet.tracking.registry import register_checkpoint
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     labels = ["negative", "positive"]
@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from tunefleet.serve import ServeOptions, _direct_ingress_env, build_app
-    from tunefleet.trainer import free_port
+    from tunefleet.serve.app import ServeOptions, _direct_ingress_env, build_app
+    from tunefleet.cluster import free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))
     os.environ["TUNEFLEET_CACHE"] = str(workdir / "cache")

@@ -51,9 +51,9 @@ def base_spec(args: argparse.Namespace, storage: Path) -> dict:
 
 
 def run(strategy: str, args: argparse.Namespace, storage: Path) -> dict:
-    from tunefleet.search import run_sweep
+    from tunefleet.search.sweep import run_sweep
     from tunefleet.spec import spec_from_dict
-    from tunefleet.trainer import run_train
+    from tunefleet.search.single import run_train
 
     raw = base_spec(args, storage / strategy)
     started = time.perf_counter()

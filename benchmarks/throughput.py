@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tunefleet._models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from tunefleet.data import Examples, load_data
 from tunefleet.spec import DataConfig, spec_from_dict
 from tunefleet.tasks import IGNORE, TokenizedSplit, get_task
-from tunefleet.train_loop import _param_groups, evaluate, train_loop_per_worker
+from tunefleet.train.loop import _param_groups, evaluate, train_loop_per_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tunefleet.spec import load_spec
-    from tunefleet.trainer import run_train, start_ray
+    from tunefleet.cluster import start_ray
+    from tunefleet.search.single import run_train
 
     work = Path(tempfile.mkdtemp(prefix="tunefleet-bench-"))
     uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"

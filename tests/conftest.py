@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory) -> str:
     import torch
     from transformers import BertConfig, BertModel
 
-    from tunefleet._models import load_tokenizer
+    from tunefleet.train.models import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("bundled-minilm")
@@ -43,7 +43,7 @@ def ray_cluster(tmp_path_factory):
     import ray
 
     os.environ["TUNEFLEET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    from tunefleet.trainer import init_ray
+    from tunefleet.cluster import init_ray
 
     init_ray(num_cpus=4)
     yield ray

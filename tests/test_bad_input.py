@@ -86,7 +86,7 @@ def command(*argv: str) -> Callable[[Path, str], list[str]]:
 
 def existing_sweep(tmp: Path, model: str) -> list[str]:
     """A spec whose sweep already has results (a Tune state file), run without --resume/--restart."""
-    from tunefleet.search import sweep_name
+    from tunefleet.search.sweep import sweep_name
     from tunefleet.spec import load_spec
 
     path = spec_file(tmp, model)
@@ -213,7 +213,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     uri = f"sqlite:///{tmp_path_factory.mktemp('bad-input-store') / 'mlflow.db'}"
-    from tunefleet.tracking import client_for
+    from tunefleet.tracking.runs import client_for
 
     client_for(uri)  # created once, so every case runs against a ready store
     return uri
@@ -225,20 +225,21 @@ def guarded(store, monkeypatch):
     import ray
     from ray import serve
 
-    from tunefleet import search, trainer
+    from tunefleet.search import single, sweep
+    from tunefleet.train import launch
 
     def forbidden(*args, **kwargs):
         raise AssertionError("Ray work started before the input was refused")
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    for target, name in ((ray, "init"), (trainer, "start_ray"), (search, "start_ray"), (trainer, "build_trainer"),
+    for target, name in ((ray, "init"), (single, "start_ray"), (sweep, "start_ray"), (launch, "build_trainer"),
                          (serve, "start"), (serve, "run")):
         monkeypatch.setattr(target, name, forbidden)
     return store
 
 
 def written(uri: str) -> dict[str, int]:
-    from tunefleet.tracking import client_for
+    from tunefleet.tracking.runs import client_for
 
     client = client_for(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -280,7 +281,7 @@ REQUESTS = [
 
 @pytest.mark.parametrize("case, body, status, needle", REQUESTS, ids=[r[0] for r in REQUESTS])
 def test_bad_request_bodies_are_4xx_naming_the_field(case, body, status, needle):
-    from tunefleet._serve_http import ApiError, check_texts
+    from tunefleet.serve.http import ApiError, check_texts
 
     with pytest.raises(ApiError) as refused:
         check_texts(body, max_texts=8, max_chars=200)

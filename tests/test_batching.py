@@ -1,4 +1,4 @@
-"""Tests for tunefleet._batching: sharding across workers, length grouping, per-epoch shuffling,
+"""Tests for tunefleet.train.batching: sharding across workers, length grouping, per-epoch shuffling,
 seeded determinism, and padding in collate."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunefleet._batching import collate, eval_batches, train_batches
+from tunefleet.train.batching import collate, eval_batches, train_batches
 from tunefleet.tasks import IGNORE, TokenizedSplit
 
 PAD = 0

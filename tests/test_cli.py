@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tunefleet import cli, trainer
-from tunefleet._checkpoint import read_meta
+from tunefleet import cli
+from tunefleet.search import single
+from tunefleet.train import launch
+from tunefleet.train.checkpoint import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +51,8 @@ def no_ray_work(monkeypatch):
         raise AssertionError("Ray work started before the input was validated")
 
     monkeypatch.setattr(ray, "init", forbidden)
-    monkeypatch.setattr(trainer, "start_ray", forbidden)
-    monkeypatch.setattr(trainer, "build_trainer", forbidden)
+    monkeypatch.setattr(single, "start_ray", forbidden)
+    monkeypatch.setattr(launch, "build_trainer", forbidden)
 
 
 @pytest.mark.slow
@@ -105,7 +107,7 @@ def test_bad_input_is_one_line_and_exit_code_2_before_any_ray_work(case, section
 
 def test_a_run_the_cluster_cannot_host_is_refused_before_launch(ray_cluster, tiny_model, tmp_path, capsys,
                                                                  monkeypatch):
-    monkeypatch.setattr(trainer, "build_trainer", lambda *a, **k: pytest.fail("a trainer was built"))
+    monkeypatch.setattr(launch, "build_trainer", lambda *a, **k: pytest.fail("a trainer was built"))
     spec = write_spec(tmp_path, tiny_model)
     assert cli.main(["train", str(spec), "--set", "resources.workers=99"]) == cli.EXIT_BAD_INPUT
     lines = error_lines(capsys.readouterr().err)

@@ -15,11 +15,11 @@ from tunefleet.data import (
     DataError,
     DataSplits,
     Examples,
-    _entity_types,
     data_report,
     generate_synthetic,
     load_data,
 )
+from tunefleet.data.load import _entity_types
 from tunefleet.spec import DataConfig
 
 NER = "token-classification"
@@ -238,7 +238,7 @@ def test_synthetic_through_load_data():
 
 
 def test_synthetic_text_has_some_label_noise():
-    from tunefleet.data import _GOOD
+    from tunefleet.data.load import _GOOD
 
     train, _, _ = generate_synthetic(CLS, 3000, 0)
     # "the <product> is not <good word> ." is a negative review unless its label was flipped.

@@ -32,7 +32,7 @@ import yaml
 
 from conftest import free_port, stop_process_group, tiny_spec_dict, wait_for_http
 from tunefleet import cli, tracking
-from tunefleet.search import TrialRecord, pick_best, run_sweep, sweep_name
+from tunefleet.search.sweep import TrialRecord, pick_best, run_sweep, sweep_name
 from tunefleet.spec import load_spec, spec_from_dict
 
 LR = {"train.lr": {"loguniform": [5.0e-4, 2.0e-3]}}
@@ -76,8 +76,8 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tiny_mode
 STALLED_SAVE = """
 import sys, time
 from pathlib import Path
-from tunefleet._checkpoint import save_checkpoint
-from tunefleet._models import build_model, load_tokenizer
+from tunefleet.train.checkpoint import save_checkpoint
+from tunefleet.train.models import build_model, load_tokenizer
 
 tiny, target, marker = sys.argv[1:4]
 model = build_model("AutoModelForSequenceClassification", tiny, ["negative", "positive"], None)
@@ -98,9 +98,9 @@ save_checkpoint(Path(target), model, StallingTokenizer(), meta, {"next_epoch": 1
 
 
 def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tmp_path, monkeypatch):
-    from tunefleet._checkpoint import IncompleteCheckpointError, load_for_inference, read_meta, save_checkpoint
-    from tunefleet._models import build_model, load_tokenizer
-    from tunefleet.registry import register_checkpoint
+    from tunefleet.train.checkpoint import IncompleteCheckpointError, load_for_inference, read_meta, save_checkpoint
+    from tunefleet.train.models import build_model, load_tokenizer
+    from tunefleet.tracking.registry import register_checkpoint
 
     target, marker = tmp_path / "checkpoint_000001" / "model", tmp_path / "stalled"
     writer = subprocess.Popen([sys.executable, "-c", STALLED_SAVE, tiny_model, str(target), str(marker)],
@@ -312,7 +312,7 @@ def test_every_search_algorithm_keeps_to_the_planned_concurrency(algorithm, tiny
     silently start every trial at once, each waiting on workers the cluster does not have."""
     from ray.tune.search import ConcurrencyLimiter, Searcher
 
-    from tunefleet.search import build_search_alg
+    from tunefleet.search.sweep import build_search_alg
 
     space = {"train.lr": {"grid": [1e-4, 1e-3]}} if algorithm == "grid" else LR
     spec = spec_from_dict(tiny_spec_dict(tiny_model, tmp_path, search={"algorithm": algorithm, "space": space}))

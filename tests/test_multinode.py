@@ -29,7 +29,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from tunefleet.search import run_sweep, sweep_name
+from tunefleet.search.sweep import run_sweep, sweep_name
 from tunefleet.spec import load_spec
 
 spec_path, temp_dir, dashboard_port, gcs_port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

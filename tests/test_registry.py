@@ -17,8 +17,8 @@ import pytest
 
 from conftest import free_port, stop_process_group, wait_for_http
 from tunefleet import registry
-from tunefleet.predict import Predictor
-from tunefleet.registry import RegistryError, parse_model_ref
+from tunefleet.train.predict import Predictor
+from tunefleet.tracking.registry import RegistryError, parse_model_ref
 
 TEXTS = ["great value, works as described", "broke after a week", "John Smith works for Acme in Berlin ."]
 
@@ -27,7 +27,7 @@ def _checkpoint(tiny_model: str, folder: Path, task: str, seed: int = 0) -> str:
     import torch
     import transformers
 
-    from tunefleet._checkpoint import save_checkpoint
+    from tunefleet.train.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     labels = ["negative", "positive"] if task == "text-classification" else ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import tiny_spec_dict
-from tunefleet.search import (
+from tunefleet.search.sweep import (
     PlanError, SweepExistsError, build_scheduler, run_sweep, seed_point, sweep_name, tune_space,
 )
 from tunefleet.spec import spec_from_dict
@@ -68,9 +68,9 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
     it, and the next sweep starts from its values; without a usable champion, from the spec's."""
     import transformers
 
-    from tunefleet._checkpoint import save_checkpoint
-    from tunefleet.registry import register_checkpoint
-    from tunefleet.search import build_search_alg, first_point
+    from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.tracking.registry import register_checkpoint
+    from tunefleet.search.sweep import build_search_alg, first_point
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = make_spec(tiny_model, tmp_path, tracking={"enabled": True, "uri": uri},
@@ -95,7 +95,7 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
 
 
 def test_tpe_samples_at_random_for_a_quarter_of_the_budget(tiny_model, tmp_path):
-    from tunefleet.search import build_search_alg
+    from tunefleet.search.sweep import build_search_alg
 
     for trials, startup in ((8, 3), (16, 4), (40, 10), (100, 10)):
         spec = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": trials})
@@ -113,7 +113,7 @@ def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
 def test_train_runs_poll_often_and_skip_the_preemption_watcher_locally(monkeypatch, ray_cluster):
     import ray
 
-    from tunefleet.trainer import train_controller_env
+    from tunefleet.cluster import train_controller_env
 
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)

@@ -97,7 +97,7 @@ def test_a_pickled_model_folder_is_refused(tmp_path, tiny_model):
     import torch
     from transformers import BertModel
 
-    from tunefleet._models import build_model
+    from tunefleet.train.models import build_model
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model, folder)
@@ -111,7 +111,7 @@ def test_a_pickled_model_folder_is_refused(tmp_path, tiny_model):
 # ---- loopback by default --------------------------------------------------------------------------
 
 def test_serve_and_its_command_default_to_loopback():
-    from tunefleet.serve import serve_forever
+    from tunefleet.serve.app import serve_forever
 
     assert inspect.signature(serve_forever).parameters["host"].default == "127.0.0.1"
     args = cli.build_parser().parse_args(["serve", "some-model"])
@@ -122,7 +122,7 @@ def test_a_local_ray_gets_its_dashboard_on_loopback(monkeypatch):
     import ray
 
     from tunefleet.spec import spec_from_dict
-    from tunefleet.trainer import start_ray
+    from tunefleet.cluster import start_ray
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -175,7 +175,7 @@ def test_no_code_binds_every_interface_by_default():
 @pytest.mark.parametrize("ref", ["../../etc/passwd", "a/../../b", "m; rm -rf /", "$(id)", "m`id`", "m name",
                                  "m/1/2", "m/-1", "m@../x", "m@Champion", "", "-m", ".hidden", "m\n", "m\x00"])
 def test_model_references_are_validated(ref):
-    from tunefleet.registry import RegistryError, parse_model_ref
+    from tunefleet.tracking.registry import RegistryError, parse_model_ref
 
     with pytest.raises(RegistryError):
         parse_model_ref(ref)

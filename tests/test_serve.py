@@ -20,8 +20,8 @@ import requests
 
 from conftest import free_port
 from tunefleet import cli
-from tunefleet.predict import Predictor as LocalPredictor
-from tunefleet.serve import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
+from tunefleet.train.predict import Predictor as LocalPredictor
+from tunefleet.serve.app import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
 
 # Ray's own Serve schema still uses pydantic v1-style Field extras; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
@@ -39,8 +39,8 @@ def _make_checkpoint(folder: Path, tiny_model: str, task: str, seed: int) -> str
     seed, so version 1 and version 2 are told apart by what they predict."""
     import torch
 
-    from tunefleet._checkpoint import save_checkpoint
-    from tunefleet._models import build_model, load_tokenizer
+    from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.train.models import build_model, load_tokenizer
 
     ner = task == "token-classification"
     model_class = "AutoModelForTokenClassification" if ner else "AutoModelForSequenceClassification"
@@ -76,7 +76,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registry(store, tiny_model):
     """tiny-cls v1 champion, v2 registered but (worse) not promoted; tiny-ner v1 champion."""
-    from tunefleet.registry import register_checkpoint
+    from tunefleet.tracking.registry import register_checkpoint
 
     uri, tmp = store
     checkpoints = {
@@ -227,7 +227,7 @@ def test_service_still_answers_after_bad_requests(service, registry):
 def _promote_and_roll_back_under_load(url: str, registry) -> None:
     """Two clients keep sending to `url` while champion moves 1 -> 2 (promote) -> 1 (rollback):
     no request may fail, and answers switch version with no mix inside a phase."""
-    from tunefleet.registry import promote, rollback
+    from tunefleet.tracking.registry import promote, rollback
 
     uri, local = registry
     answers: list[tuple[int, list[str], dict]] = []
@@ -362,7 +362,7 @@ def test_direct_ingress_rejects_what_it_cannot_serve(store, registry, monkeypatc
 def test_batcher_puts_what_waited_for_the_model_in_one_batch():
     import asyncio
 
-    from tunefleet._serve_batch import MicroBatcher
+    from tunefleet.serve.batching import MicroBatcher
 
     sizes: list[int] = []
 

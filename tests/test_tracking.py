@@ -12,7 +12,7 @@ import yaml
 
 from conftest import free_port, tiny_spec_dict
 from tunefleet import tracking
-from tunefleet.search import TrialRecord
+from tunefleet.search.sweep import TrialRecord
 from tunefleet.spec import spec_from_dict
 
 TEXTS = ["great value, works as described", "broke after a week, avoid", "it is fine"]
@@ -106,7 +106,7 @@ def test_child_end_states_artifacts_and_resume_are_idempotent(tmp_path):
 
 @pytest.mark.slow
 def test_train_logs_one_run(tmp_path, tiny_model, ray_cluster):
-    from tunefleet.trainer import run_train
+    from tunefleet.search.single import run_train
 
     uri = _sqlite(tmp_path)
     spec = spec_from_dict(tiny_spec_dict(tiny_model, tmp_path / "runs", name="single", tracking={"uri": uri, "enabled": True},
@@ -127,8 +127,8 @@ def test_sweep_over_http_with_ray_workers(tmp_path, tiny_model, ray_cluster, mlf
     import mlflow.pyfunc
     import pandas as pd
 
-    from tunefleet.predict import Predictor
-    from tunefleet.search import run_sweep
+    from tunefleet.train.predict import Predictor
+    from tunefleet.search.sweep import run_sweep
 
     spec = spec_from_dict(tiny_spec_dict(
         tiny_model, tmp_path / "runs", name="tracked-sweep", tracking={"uri": mlflow_server, "enabled": True},

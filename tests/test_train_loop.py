@@ -23,21 +23,22 @@ import numpy as np
 import pytest
 import torch
 
-from tunefleet import _checkpoint, trainer
-from tunefleet._batching import train_batches
-from tunefleet._checkpoint import (
+from tunefleet.search import single
+from tunefleet.train import checkpoint as _checkpoint, launch as trainer
+from tunefleet.train.batching import train_batches
+from tunefleet.train.checkpoint import (
     IncompleteCheckpointError,
     load_for_inference,
     load_training_state,
     read_meta,
     save_checkpoint,
 )
-from tunefleet._models import build_model, load_tokenizer, resolve_precision
-from tunefleet._tokenized import tokenize_splits
+from tunefleet.train.models import build_model, load_tokenizer, resolve_precision
+from tunefleet.train.tokenized import tokenize_splits
 from tunefleet.data import load_data
 from tunefleet.spec import DataConfig, Spec, spec_from_dict
 from tunefleet.tasks import get_task
-from tunefleet.train_loop import evaluate, train_loop_per_worker
+from tunefleet.train.loop import evaluate, train_loop_per_worker
 
 CLS = "text-classification"
 NER = "token-classification"
@@ -294,7 +295,7 @@ def test_ner_training_improves_entity_f1(ray_cluster, tiny_model, tmp_path):
     spec = spec_for(tiny_model, tmp_path / "runs", task=NER, data={"synthetic_size": 300}, train={"epochs": 4})
     prepared = trainer.prepare_data(spec)
     before = untrained_scores(spec, prepared)
-    out = trainer.run_train(spec)
+    out = single.run_train(spec)
     after = out["metrics"]["validation"]
     # Untrained: ~0.05 entity F1; trained: ~0.9.
     assert after["f1"] >= before["f1"] + 0.5, (before["f1"], after["f1"])

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_bad_input(exc: Exception) -> bool:
     from .data import DataError
     from .spec import SpecError
-    from .trainer import PlanError
+    from .cluster import PlanError
 
     bad = (SpecError, DataError, PlanError, UsageError, FileNotFoundError)
     return isinstance(exc, bad) or any(type(exc).__name__ == name for name in _BAD_INPUT_NAMES)
@@ -115,13 +115,13 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from .trainer import run_train
+    from .search.single import run_train
 
     return run_train(_load(args))
 
 
 def _cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    from .search import run_sweep
+    from .search.sweep import run_sweep
 
     summary = run_sweep(_load(args), resume=args.resume, restart=args.restart)
     _print_trial_table(summary)
@@ -149,7 +149,7 @@ def _print_trial_table(summary: dict[str, Any]) -> None:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> dict[str, Any]:
-    from ._models import load_tokenizer
+    from .train.models import load_tokenizer
     from .data import data_report, load_data
 
     spec = _load(args)
@@ -203,7 +203,7 @@ def _add_serve_parser(commands: Any) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from .serve import ServeOptions, options_from_file, serve_forever
+    from .serve.app import ServeOptions, options_from_file, serve_forever
 
     options: dict[str, Any] = options_from_file(args.config) if args.config else {}
     flags = {"replicas": args.replicas, "max_batch_size": args.max_batch_size, "max_texts": args.max_texts,
@@ -263,7 +263,7 @@ def _cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from .registry import list_models
+    from .tracking.registry import list_models
 
     rows = list_models(args.name, tracking_uri=args.tracking_uri)
     table = Table(title="registered models")
@@ -278,13 +278,13 @@ def _cmd_models(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_promote(args: argparse.Namespace) -> dict[str, Any]:
-    from .registry import promote
+    from .tracking.registry import promote
 
     return promote(args.name, args.version, force=args.force, tracking_uri=args.tracking_uri)
 
 
 def _cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
-    from .registry import rollback
+    from .tracking.registry import rollback
 
     return rollback(args.name, tracking_uri=args.tracking_uri)
 
@@ -292,8 +292,8 @@ def _cmd_rollback(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .predict import Predictor
-    from .registry import resolve_model
+    from .train.predict import Predictor
+    from .tracking.registry import resolve_model
 
     if args.file == "-":
         texts = [line.rstrip("\n") for line in sys.stdin]

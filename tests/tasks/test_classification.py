@@ -14,7 +14,7 @@ LABELS = ["negative", "neutral", "positive"]
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tunefleet._models import load_tokenizer
+    from tunefleet.train.models import load_tokenizer
 
     return load_tokenizer("bundled-minilm")
 

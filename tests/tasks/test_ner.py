@@ -25,7 +25,7 @@ TAGS = ["B-PER", "O", "O", "B-LOC"]
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tunefleet._models import load_tokenizer
+    from tunefleet.train.models import load_tokenizer
 
     return load_tokenizer("bundled-minilm")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .tasks import IGNORE, TokenizedSplit
+from ..tasks import IGNORE, TokenizedSplit
 
 _MEGA = 50  # batches per sorted window: large enough to group well, small enough to stay random
 

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._batching import collate, eval_batches, train_batches
-from ._checkpoint import load_training_state, save_checkpoint
-from ._runlog import RunLogger
-from ._models import build_model, load_tokenizer, quiet_transformers, resolve_precision
-from .spec import Spec, spec_from_dict
-from .tasks import Task, TokenizedSplit, get_task
+from .batching import collate, eval_batches, train_batches
+from .checkpoint import load_training_state, save_checkpoint
+from .runlog import RunLogger
+from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from ..spec import Spec, spec_from_dict
+from ..tasks import Task, TokenizedSplit, get_task
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .spec import BUNDLED_MODEL
+from ..spec import BUNDLED_MODEL
 
 # Dropout knobs of the common encoder configs. Setting every one that exists means `train.dropout`
 # reaches hidden states, attention and the classifier whatever the architecture calls them.

@@ -26,7 +26,7 @@ class TunefleetModel:
     """What `mlflow.pyfunc.load_model` wraps: `predict(DataFrame) -> DataFrame`."""
 
     def __init__(self, checkpoint: str):
-        from .predict import Predictor
+        from ..train.predict import Predictor
 
         self.predictor = Predictor(checkpoint)
 
@@ -87,7 +87,7 @@ def save_pyfunc(checkpoint: str, path: str, task: str, example_texts: list[str])
     import mlflow.pyfunc
     import pandas as pd
 
-    from ._checkpoint import STATE_FILE
+    from ..train.checkpoint import STATE_FILE
 
     with tempfile.TemporaryDirectory(prefix="tunefleet-pyfunc-") as tmp:
         # Optimizer and RNG state are for resuming training, not for serving: leave them out.

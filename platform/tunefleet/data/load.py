@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tunefleet.spec import TASKS, DataConfig
+from ..spec import TASKS, DataConfig
 
 NER = "token-classification"
 CLASSIFICATION = "text-classification"

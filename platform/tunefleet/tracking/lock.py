@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from .tracking import local_store_path
+from .runs import local_store_path
 
 LOCK_TAG = "tunefleet.lock"
 LEASE_SECONDS = 60.0

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._checkpoint import META_FILE, read_meta
-from ._pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
-from ._registry_lock import model_lock
-from ._tokenized import cache_dir
-from .tracking import client_for, ensure_experiment, tracking_uri
+from ..train.checkpoint import META_FILE, read_meta
+from .pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
+from .lock import model_lock
+from ..train.tokenized import cache_dir
+from .runs import client_for, ensure_experiment, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "tunefleet.champion_history"

@@ -44,9 +44,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from ._serve_batch import MicroBatcher
-from ._serve_http import ApiError, install_error_handlers, read_texts
-from .predict import Predictor as LocalPredictor
+from .batching import MicroBatcher
+from .http import ApiError, install_error_handlers, read_texts
+from ..train.predict import Predictor as LocalPredictor
 
 log = logging.getLogger("ray.serve")
 
@@ -133,7 +133,7 @@ class ServeOptions:
                             "could never fill; raise max_ongoing_requests or lower max_batch_size")
         if problems:
             raise ServeConfigError("\n".join(f"{self.source}: {problem}" for problem in problems))
-        from .registry import parse_model_ref
+        from ..tracking.registry import parse_model_ref
 
         parse_model_ref(self.model)  # RegistryError names the bad reference
 
@@ -175,7 +175,7 @@ class LoadedModel:
 
 def load_model(ref: str, options: ServeOptions, alias: str | None = None) -> LoadedModel:
     """Resolve `ref` in the registry, download it and load it for inference (blocking)."""
-    from .registry import resolve_model
+    from ..tracking.registry import resolve_model
 
     resolved = resolve_model(ref, options.tracking_uri)
     predictor = LocalPredictor(resolved.checkpoint, precision=options.precision)
@@ -252,7 +252,7 @@ class Predictor:
         return await asyncio.get_running_loop().run_in_executor(self._inference, loaded.predictor.predict, texts)
 
     async def _follow_alias(self) -> None:
-        from .registry import current_version
+        from ..tracking.registry import current_version
 
         name, alias = self._loaded.resolved.name, self._loaded.alias
         while True:
@@ -409,8 +409,8 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
     """
     import ray
 
-    from .registry import resolve_model
-    from .tracking import tracking_uri
+    from ..tracking.registry import resolve_model
+    from ..tracking.runs import tracking_uri
 
     check_ingress(ingress, options)
     if not _port_is_free(host, port):
@@ -424,12 +424,12 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
         if not started_ray:
             raise ServeConfigError("ingress direct needs a Ray started by this command; Ray is already running "
                                    "in this process")
-        from .trainer import free_port
+        from ..cluster import free_port
 
         os.environ.update(_direct_ingress_env(port))
         proxy_port = free_port(host)  # Serve's own proxy still starts: out of the way
     if started_ray:
-        from .trainer import init_ray
+        from ..cluster import init_ray
 
         # Dashboard on loopback only: it can run code, and `serve status` reads it.
         init_ray(os.environ.get("RAY_ADDRESS"))

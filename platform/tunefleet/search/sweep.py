@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._plots import save_sweep_plots
-from .spec import Spec, parse_duration, spec_from_dict
-from .trainer import PlanError, plan_resources, prepare_data, score_checkpoint, start_ray, storage_uri
+from .plots import save_sweep_plots
+from ..spec import Spec, parse_duration, spec_from_dict
+from ..cluster import PlanError, plan_resources, start_ray, storage_uri
+from ..train.launch import prepare_data, score_checkpoint
 
 log = logging.getLogger("tunefleet.search")
 
@@ -71,8 +72,8 @@ def run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any, 
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .tracking import check_reachable, start_child_run
-    from .trainer import build_trainer
+    from ..tracking.runs import check_reachable, start_child_run
+    from ..train.launch import build_trainer
 
     spec = spec_from_dict(base_spec).with_overrides(config)
     spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"storage_path": train_storage})})
@@ -131,7 +132,7 @@ def seed_point(spec: Spec) -> dict[str, Any] | None:
 def champion_point(spec: Spec) -> dict[str, Any] | None:
     """The hyperparameters that trained the registered champion named after the spec, where they
     lie inside the space; None (with the reason logged) when there is none to use."""
-    from .registry import champion_spec
+    from ..tracking.registry import champion_spec
 
     if not spec.tracking.enabled:
         log.info("search: seed_with_champion needs the registry, and tracking is off; using the spec's values")
@@ -259,7 +260,7 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     storage = storage_uri(spec)
     sweep_dir = Path(storage) / name
     _check_existing(sweep_dir, name, spec, resume, restart)
-    from . import tracking
+    from ..tracking import runs as tracking
 
     # Everything that can be wrong with the input is checked before anything is written to MLflow:
     # the store answers (seconds), the data reads, the cluster fits; only then the parent run is made.
@@ -336,8 +337,8 @@ def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials
     A store that went away during the sweep does not cost its result: `mlflow` and `registered` then
     carry `{"error": ...}` (the CLI exits 1), the parent run stays RUNNING, and `--resume` once the
     store is back logs the end states and registers the best model without training again."""
-    from . import tracking
-    from .registry import register_checkpoint
+    from ..tracking import runs as tracking
+    from ..tracking.registry import register_checkpoint
 
     if parent is None:
         return {"mlflow": None, "registered": None}
@@ -505,7 +506,7 @@ def pick_best(trials: list[TrialRecord], mode: str) -> TrialRecord | None:
 
 def _summarise(spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord], best: TrialRecord | None,
                prepared: Any, metric: str, wall: float) -> dict[str, Any]:
-    from ._checkpoint import read_meta
+    from ..train.checkpoint import read_meta
 
     best_info = None
     if best is not None:
@@ -581,7 +582,7 @@ class _CheckpointJanitor:
 
 
 def _complete(checkpoint: str) -> bool:
-    from ._checkpoint import META_FILE
+    from ..train.checkpoint import META_FILE
 
     return (Path(checkpoint) / META_FILE).is_file()
 

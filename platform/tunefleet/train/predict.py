@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checkpoint import load_for_inference
+from .checkpoint import load_for_inference
 
 
 class Predictor:
@@ -32,7 +32,7 @@ class Predictor:
     def __init__(self, folder: str | Path, device: str = "cpu", precision: str = "fp32"):
         import torch
 
-        from ._models import resolve_precision
+        from .models import resolve_precision
 
         if precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision {precision!r}: use fp32, bf16 or auto")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .tasks import TokenizedSplit, get_task
+from ..tasks import TokenizedSplit, get_task
 
 SPLITS = ("train", "validation", "test")
 

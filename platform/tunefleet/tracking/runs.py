@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._runlog import RunLogger
-from .spec import Spec
+from ..train.runlog import RunLogger
+from ..spec import Spec
 
 log = logging.getLogger("tunefleet.tracking")
 

@@ -1,0 +1,133 @@
+"""Ray start-up and resource planning: where every run and sweep gets its cluster.
+
+`start_ray(spec)` joins the spec's cluster or starts a local one; `plan_resources` checks, before
+anything is launched, that the cluster can host what the spec asks for (Ray would otherwise wait
+forever for resources that never come).
+
+Within tunefleet this module imports only `tunefleet.spec`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .spec import Spec
+
+
+class PlanError(RuntimeError):
+    """The cluster cannot host what the spec asks for; raised before anything is launched (Ray would
+    otherwise wait forever for resources that never come)."""
+
+
+def start_ray(spec: Spec) -> None:
+    """Join the spec's cluster, or start a local one (see `init_ray`)."""
+    init_ray(spec.resources.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start (address None) or join a Ray cluster, set up for Ray Train's placement-group cleaner.
+
+    The cleaner frees the workers of a trial that ASHA stopped. It asks the State API, which the
+    dashboard serves, so the dashboard stays on (bound to loopback, never exposed). The State API
+    finds its cluster through RAY_ADDRESS and, without it, gives up as soon as a second Ray instance
+    runs on the machine; every worker is therefore told its cluster's address. A new local
+    cluster's GCS port is chosen here so that the address is known before the workers start.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | train_controller_env(local=not address)
+    if address:
+        # Joining: Ray refuses dashboard and CPU settings for an existing cluster.
+        local: dict[str, Any] = {}
+        if address not in ("auto", "local") and "://" not in address:
+            env_vars["RAY_ADDRESS"] = address
+    else:
+        from ray._private.services import get_node_ip_address
+
+        port = free_port()
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the GCS this ray.init starts
+        env_vars["RAY_ADDRESS"] = f"{get_node_ip_address()}:{port}"
+        local = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "num_cpus": num_cpus}
+        # "local": a new cluster even when `ray start` left one on this machine, which a bare
+        # ray.init() would silently join.
+        address = "local"
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+                 runtime_env={"env_vars": env_vars}, **local)
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+# Ray Train's controller polls its workers this often (Ray's default: 2 s). Every run waits for
+# several polls (workers up, each report, workers done), so on a sweep of minute-long trials the
+# default cost about 3 s per trial (benchmarks/RESULTS.md); a poll is one cheap call per worker.
+TRAIN_POLL_INTERVAL_S = "0.5"
+
+
+def train_controller_env(local: bool) -> dict[str, str]:
+    """Ray Train settings for every run on this cluster, unless the user's environment sets them.
+
+    The preemption watcher (one more actor per Train run, about 1 CPU-second to start) watches for
+    nodes being drained, as spot instances are; a local cluster on this machine has none, so it is
+    off there and left at Ray's default on a cluster that tunefleet joins.
+    """
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                                                               TRAIN_POLL_INTERVAL_S)}
+    if local:
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now, on `host`."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def plan_resources(spec: Spec, trial_cpus: float = 0.0, concurrent: int = 1) -> int:
+    """Check that `concurrent` runs of this spec fit the cluster; return how many fit at most.
+
+    Args:
+        spec: the run's resources section.
+        trial_cpus: CPUs a Tune trial's own driver holds on top of its Train workers.
+        concurrent: how many runs must fit side by side.
+
+    Raises:
+        PlanError: naming what is missing and how to fix it.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    res = spec.resources
+    need_cpu = res.workers * res.cpus_per_worker + trial_cpus
+    need_gpu = res.workers * res.gpus_per_worker
+    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    problems = []
+    if need_cpu * concurrent > have_cpu:
+        problems.append(f"{need_cpu * concurrent:g} CPUs ({concurrent} run(s) x ({res.workers} workers x "
+                        f"{res.cpus_per_worker:g} CPUs + {trial_cpus:g} for the trial driver)) but the cluster has "
+                        f"{have_cpu:g}; lower resources.workers or resources.cpus_per_worker, or add nodes")
+    if need_gpu * concurrent > have_gpu:
+        problems.append(f"{need_gpu * concurrent:g} GPUs but the cluster has {have_gpu:g}; set "
+                        "resources.gpus_per_worker=0 or add GPU nodes")
+    if problems:
+        raise PlanError(f"{spec.source}: resources: the run needs " + "; ".join(problems))
+    fit = have_cpu // need_cpu if need_cpu else concurrent
+    if need_gpu:
+        fit = min(fit, have_gpu // need_gpu)
+    return max(1, int(fit))
+
+
+def storage_uri(spec: Spec) -> str:
+    """Ray wants an absolute path or a URI; a relative folder is taken from the working folder."""
+    path = spec.resources.storage_path
+    return path if "://" in path else str(Path(path).resolve())

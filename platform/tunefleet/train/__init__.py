@@ -1,0 +1,23 @@
+"""Train: one fine-tuning run, from tokenized splits to a checkpoint, and inference from it.
+
+- `models`: where a pretrained encoder and its tokenizer come from, with a fresh task head;
+- `tokenized`: tokenize the splits once and cache them on disk;
+- `batching`: length-grouped, sharded, dynamically padded batches;
+- `loop`: `train_loop_per_worker`, the loop every Ray Train worker runs (read it top to bottom);
+- `checkpoint`: the checkpoint folder (HF layout + `tunefleet.json`) and resuming from it;
+- `runlog`: rank 0's metrics to its MLflow run, batched in the background;
+- `launch`: the Ray Train launcher (`build_trainer`, `fit_and_score`);
+- `predict`: `Predictor`, raw text in, task answers out, as `predict`, the registry and serving use it.
+"""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "train_loop_per_worker": "loop", "evaluate": "loop",
+    "build_trainer": "launch", "fit_and_score": "launch", "prepare_data": "launch",
+    "score_checkpoint": "launch", "TrainingDiverged": "launch",
+    "build_model": "models", "load_tokenizer": "models",
+    "Predictor": "predict",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
