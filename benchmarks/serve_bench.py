@@ -50,12 +50,13 @@ SENTENCES = [
 def register_minilm(workdir: Path) -> tuple[str, str]:
     """The bundled MiniLM with a fresh 2-class head, registered as champion of `bench-minilm`."""
     from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.tasks import get_task
     from tunefleet.train.models import build_model, load_tokenizer
     from tunefleet.tracking.registry import register_checkpoint
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     labels = ["negative", "positive"]
-    model = build_model("AutoModelForSequenceClassification", "bundled-minilm", labels, None)
+    model = build_model(get_task("text-classification"), "bundled-minilm", labels, None)
     meta = {"task": "text-classification", "model_class": "AutoModelForSequenceClassification",
             "label_names": labels, "base_model": "bundled-minilm", "max_length": 128, "metric": "accuracy",
             "epoch": 0, "validation": {}, "spec": {}}

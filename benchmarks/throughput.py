@@ -142,7 +142,7 @@ def measured():
 def fresh_model(spec: Any, labels: list[str]) -> Any:
     # Same seed and head initialisation as the loop (torch.manual_seed, then build_model).
     torch.manual_seed(spec.train.seed)
-    return build_model(MODEL_CLASS, spec.model.name_or_path, labels, spec.train.dropout)
+    return build_model(get_task(spec.task), spec.model.name_or_path, labels, spec.train.dropout)
 
 
 def run_plain(spec: Any, train: TokenizedSplit, valid: TokenizedSplit, labels: list[str], tokenizer: Any,

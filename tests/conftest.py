@@ -1,5 +1,10 @@
-"""Shared fixtures: a tiny random BERT (real architecture, bundled tokenizer) and one local Ray
-instance for the whole suite (Ray start-up costs seconds; every test that needs Ray shares it)."""
+"""Shared fixtures: a tiny random BERT (real architecture, bundled tokenizer), a hand-built NER model
+whose answers are known in advance, and one local Ray instance for the whole suite (Ray start-up
+costs seconds; every test that needs Ray shares it).
+
+Under `CI=true` (how CI runs `.ci/run`) a skipped test is a failed one: there, a missing data set or
+package is a broken environment to fix, not a reason to pass quietly.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+CI = os.environ.get("CI") == "true"
 
 # Quiet, deterministic, and never reaching for the (unreachable) hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,12 +43,11 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(_session_cache):
     """One local Ray for the suite. Four logical CPUs on two cores: tiny-model trials oversubscribe
     happily, and it lets a trial driver plus two workers fit."""
     import ray
 
-    os.environ["TUNEFLEET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     from tunefleet.cluster import init_ray
 
     init_ray(num_cpus=4)
@@ -50,16 +55,106 @@ def ray_cluster(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """tunefleet's cache (tokenized splits, downloaded checkpoints) in this session's temp folder, set
+    before any other fixture runs and inherited by the suite's Ray workers. Never ~/.cache/tunefleet:
+    its keys cover data, tokenizer and length but not tunefleet's code, so an entry written by an
+    older version would be read back as if current."""
+    os.environ["TUNEFLEET_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("TUNEFLEET_CACHE", str(tmp_path_factory.getbasetemp() / "tunefleet-cache"))
+def _isolated_cache(_session_cache, tmp_path_factory, monkeypatch):
+    """Each test its own cache in this process, so none reads what another test left there."""
+    monkeypatch.setenv("TUNEFLEET_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data. Missing, it skips the test, or fails it under CI=true."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} not present (../shared/data is laid beside the project in CI)")
+        message = f"{path} not present (../shared/data is laid beside the project in CI)"
+        if CI:
+            pytest.fail(f"CI=true: {message}", pytrace=False)
+        pytest.skip(message)
     return path
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip (a missing data file, `importorskip` of an absent package, a feature
+    "not there yet") fails the test with the skip's reason."""
+    report = yield
+    if CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: skipped tests fail in CI: {_skip_reason(report)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (`pytest.importorskip` at module level)."""
+    report = yield
+    if CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: skipped modules fail in CI: {_skip_reason(report)}"
+    return report
+
+
+def lexicon_ner_checkpoint(folder: Path, labels: list[str], lexicon: dict[str, str], max_length: int = 128) -> str:
+    """A tunefleet NER checkpoint that tags by lookup, so its answers can be worked out by hand.
+
+    Each word piece of `lexicon` (a bundled-tokenizer vocabulary entry, e.g. "john" or "##kel") gets
+    its tag; every other piece, [CLS] and [SEP] included, gets "O". Every tag wins with probability
+    exactly 3/4. How: no transformer layers; the embedding of a piece is c * one-hot(its tag id)
+    (position and segment embeddings zero), which LayerNorm turns into sqrt(H-1) at the tag and
+    -1/sqrt(H-1) elsewhere, whatever c (H = hidden size = number of labels). The classifier is
+    s * identity, a logit gap of s * H / sqrt(H-1) = ln(3 * (L-1)) between the tag and each of the
+    L-1 others: softmax 3(L-1) / (3(L-1) + (L-1)) = 3/4.
+
+    Returns:
+        The checkpoint folder, loadable by `Predictor`, the registry and the Serve app.
+    """
+    import math
+
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.train.models import load_tokenizer
+
+    tokenizer = load_tokenizer("bundled-minilm")
+    size = len(labels)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=size, num_hidden_layers=0, num_attention_heads=1,
+                        intermediate_size=size, max_position_embeddings=512, num_labels=size,
+                        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    model = BertForTokenClassification(config).eval()
+    embeddings = model.bert.embeddings
+    with torch.no_grad():
+        embeddings.position_embeddings.weight.zero_()
+        embeddings.token_type_embeddings.weight.zero_()
+        embeddings.LayerNorm.weight.fill_(1.0)
+        embeddings.LayerNorm.bias.zero_()
+        embeddings.word_embeddings.weight.zero_()
+        embeddings.word_embeddings.weight[:, labels.index("O")] = 10.0
+        for piece, tag in lexicon.items():
+            piece_id = tokenizer.convert_tokens_to_ids(piece)
+            if tokenizer.convert_ids_to_tokens(piece_id) != piece:
+                raise ValueError(f"lexicon: {piece!r} is not in the bundled vocabulary; use its word pieces")
+            embeddings.word_embeddings.weight[piece_id] = 0.0
+            embeddings.word_embeddings.weight[piece_id, labels.index(tag)] = 10.0
+        model.classifier.weight.copy_(torch.eye(size) * math.log(3 * (size - 1)) * math.sqrt(size - 1) / size)
+        model.classifier.bias.zero_()
+    meta = {"task": "token-classification", "model_class": "BertForTokenClassification", "label_names": labels,
+            "base_model": "bundled-minilm", "max_length": max_length, "metric": "f1", "epoch": 1,
+            "validation": {"f1": 0.5}, "spec": {}}
+    return str(save_checkpoint(Path(folder), model, tokenizer, meta, None))
 
 
 def tiny_spec_dict(tiny_model: str, storage: Path, **sections) -> dict:

@@ -71,7 +71,8 @@ def sweep_on(files: dict[str, str | bytes], fmt: str, task: str = "text-classifi
     """A sweep over data files written into the test's folder (`train`, `validation`, ... -> content)."""
     def build(tmp: Path, model: str) -> list[str]:
         paths = {split: data_file(tmp, f"{split}.{fmt}", content) for split, content in files.items()}
-        extra = {"train": {"metric": "f1"}} if task == "token-classification" else {}
+        # Every task but the spec default's takes its own default metric.
+        extra = {"train": {"metric": None}} if task != "text-classification" else {}
         return ["sweep", str(spec_file(tmp, model, task=task, data={"format": fmt, **paths, **data}, **extra))]
     return build
 
@@ -112,6 +113,20 @@ CASES = [
          ("train.csv", "sentiment", "data.label_column")),
     Case("csv single class", "data", sweep_on({"train": "text,label\n" + "good,positive\n" * 30}, "csv"),
          ("train.csv", "positive")),
+    Case("pair task with one text column", "data",
+         sweep_on({"train": "a,b,label\nx,y,1\n"}, "csv", task="text-pair-classification", text_columns=["a"]),
+         ("data.text_columns", "text-pair-classification", "[sentence1, sentence2]")),
+    Case("fasttext line with two labels for a single-label task", "data",
+         sweep_on({"train": "__label__pos good\n__label__pos __label__neg so so\n"}, "fasttext"),
+         ("train.fasttext:2", "2 labels", "multi-label-classification")),
+    Case("multi-label cell that is not a JSON list", "data",
+         sweep_on({"train": 'text\tlabel\nsports news\t["sports"\n'}, "tsv", task="multi-label-classification"),
+         ("train.tsv:2", "not one")),
+    Case("regression label that is not a number", "data",
+         sweep_on({"train": "text,label\nfine,3.5\nmeh,high\n"}, "csv", task="text-regression"),
+         ("train.csv:3", "'high'", "not a finite number")),
+    Case("conll file for a text task", "data",
+         sweep_on({"train": "EU B-ORG\n"}, "conll"), ("data.format", "conll")),
     Case("validation label unseen in train", "data",
          sweep_on({"train": "text,label\n" + "good,positive\nbad,negative\n" * 15,
                    "validation": "text,label\nmeh,neutral\n"}, "csv"),

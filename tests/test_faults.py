@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 from conftest import free_port, stop_process_group, tiny_spec_dict, wait_for_http
-from tunefleet import cli, tracking
+from tunefleet import cli
+from tunefleet.tracking import runs as tracking
 from tunefleet.search.sweep import TrialRecord, pick_best, run_sweep, sweep_name
 from tunefleet.spec import load_spec, spec_from_dict
 
@@ -77,10 +78,11 @@ STALLED_SAVE = """
 import sys, time
 from pathlib import Path
 from tunefleet.train.checkpoint import save_checkpoint
+from tunefleet.tasks import get_task
 from tunefleet.train.models import build_model, load_tokenizer
 
 tiny, target, marker = sys.argv[1:4]
-model = build_model("AutoModelForSequenceClassification", tiny, ["negative", "positive"], None)
+model = build_model(get_task("text-classification"), tiny, ["negative", "positive"], None)
 tokenizer = load_tokenizer(tiny)
 
 class StallingTokenizer:
@@ -99,6 +101,7 @@ save_checkpoint(Path(target), model, StallingTokenizer(), meta, {"next_epoch": 1
 
 def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tmp_path, monkeypatch):
     from tunefleet.train.checkpoint import IncompleteCheckpointError, load_for_inference, read_meta, save_checkpoint
+    from tunefleet.tasks import get_task
     from tunefleet.train.models import build_model, load_tokenizer
     from tunefleet.tracking.registry import register_checkpoint
 
@@ -132,7 +135,7 @@ def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tm
     assert client.search_registered_models() == []
 
     # The next save of that trial cleans the leftover staging folder and publishes a complete one.
-    model = build_model("AutoModelForSequenceClassification", tiny_model, ["negative", "positive"], None)
+    model = build_model(get_task("text-classification"), tiny_model, ["negative", "positive"], None)
     meta = {"task": "text-classification", "model_class": "AutoModelForSequenceClassification",
             "label_names": ["negative", "positive"], "base_model": tiny_model, "max_length": 32,
             "metric": "accuracy", "epoch": 2.0, "validation": {"accuracy": 0.6}, "spec": {}}

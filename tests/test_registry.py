@@ -1,7 +1,9 @@
 """The model registry against real stores: SQLite and a real `mlflow server` over HTTP.
 
-Checkpoints are tiny random BERTs written with `save_checkpoint` (the same layout training
-publishes); "better" and "worse" come from the test metrics passed at registration.
+Checkpoints are written with `save_checkpoint` (the same layout training publishes): a tiny random
+BERT for classification, and for NER the hand-built lookup model of `conftest`, whose entities on
+`TEXTS` are worked out by hand (`NER_ANSWERS`). "Better" and "worse" come from the test metrics
+passed at registration.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, stop_process_group, wait_for_http
-from tunefleet import registry
+from conftest import free_port, lexicon_ner_checkpoint, stop_process_group, wait_for_http
+from tunefleet.tracking import registry
 from tunefleet.train.predict import Predictor
 from tunefleet.tracking.registry import RegistryError, parse_model_ref
 
 TEXTS = ["great value, works as described", "broke after a week", "John Smith works for Acme in Berlin ."]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+# "Acme" is ac ##me: the word takes the tag of "ac". Every tag wins with probability 3/4.
+NER_LEXICON = {"john": "B-PER", "smith": "I-PER", "ac": "B-ORG"}
+# (type, start, end, text, score) per text, counted by hand on TEXTS.
+NER_ANSWERS = [[], [], [("PER", 0, 10, "John Smith", 0.75), ("ORG", 21, 25, "Acme", 0.75)]]
 
 
 def _checkpoint(tiny_model: str, folder: Path, task: str, seed: int = 0) -> str:
@@ -45,7 +52,11 @@ def _checkpoint(tiny_model: str, folder: Path, task: str, seed: int = 0) -> str:
 def checkpoints(tiny_model, tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("checkpoints")
     return {"cls": _checkpoint(tiny_model, folder / "cls", "text-classification"),
-            "ner": _checkpoint(tiny_model, folder / "ner", "token-classification", seed=1)}
+            "ner": lexicon_ner_checkpoint(folder / "ner", NER_LABELS, NER_LEXICON, max_length=32)}
+
+
+def _entities(answers: list[dict]) -> list[list[tuple]]:
+    return [[(e["type"], e["start"], e["end"], e["text"], round(e["score"], 5)) for e in a["entities"]] for a in answers]
 
 
 @pytest.fixture(params=["sqlite", "http"])
@@ -117,7 +128,7 @@ def test_champion_gate_promote_rollback(checkpoints, store):
 _RACER = """
 import sys, time
 from pathlib import Path
-from tunefleet import registry
+from tunefleet.tracking import registry
 
 checkpoint, name, value, store, go = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
 gate = registry._gate
@@ -163,7 +174,7 @@ def test_two_racing_registrations_leave_one_consistent_champion(checkpoints, sto
     assert sorted(previous.values()) == ["", "1"], previous
 
 
-def test_registered_pyfunc_predicts_like_the_checkpoint(checkpoints, tmp_path):
+def test_registered_pyfunc_predicts_like_the_checkpoint(checkpoints, tmp_path, monkeypatch):
     import mlflow.pyfunc
     import pandas as pd
 
@@ -171,16 +182,16 @@ def test_registered_pyfunc_predicts_like_the_checkpoint(checkpoints, tmp_path):
     for kind, metric in (("cls", "accuracy"), ("ner", "f1")):
         name = f"pyfunc-{kind}"
         registry.register_checkpoint(checkpoints[kind], name, {metric: 0.5}, tracking_uri=store)
-        mlflow.set_tracking_uri(store)
+        # Not mlflow.set_tracking_uri: it outlives the test (a global, and $MLFLOW_TRACKING_URI too).
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         got = model.predict(pd.DataFrame({"text": TEXTS})).to_dict("records")
-        want = Predictor(checkpoints[kind]).predict(TEXTS)
         if kind == "cls":
+            want = Predictor(checkpoints[kind]).predict(TEXTS)
             assert [g["label"] for g in got] == [w["label"] for w in want]
             assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-5)
         else:
-            assert [[(e["type"], e["start"], e["end"], e["text"]) for e in g["entities"]] for g in got] == \
-                [[(e["type"], e["start"], e["end"], e["text"]) for e in w["entities"]] for w in want]
+            assert _entities(got) == NER_ANSWERS
         signature = model.metadata.signature
         assert signature.inputs.input_names() == ["text"]
         assert signature.outputs.input_names() == (["label", "score"] if kind == "cls" else ["entities"])
@@ -252,6 +263,4 @@ def test_mlflow_models_serve_answers_a_real_request(checkpoints, tmp_path):
     finally:
         stop_process_group(process)
         log.close()
-    want = Predictor(checkpoints["ner"]).predict(TEXTS)
-    assert [[(e["type"], e["start"], e["end"]) for e in g["entities"]] for g in got] == \
-        [[(e["type"], e["start"], e["end"]) for e in w["entities"]] for w in want]
+    assert _entities(got) == NER_ANSWERS

@@ -1,10 +1,14 @@
 """Sweeps on a real local Ray: Optuna + ASHA over the Ray Train loop, resources planned before launch,
-stopped trials cleaned up, resume after the driver dies, a killed worker recovered from checkpoint."""
+stopped trials cleaned up, the best trial's own weights registered, trials proposed by the configured
+sampler, resume after the driver dies (with the searcher's memory), a killed worker recovered from
+checkpoint. Every search algorithm and scheduler alone is checked in tests/contracts/test_searchers.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,9 +20,9 @@ import pytest
 import yaml
 
 from conftest import tiny_spec_dict
-from tunefleet.search.sweep import (
-    PlanError, SweepExistsError, build_scheduler, run_sweep, seed_point, sweep_name, tune_space,
-)
+from tunefleet.cluster import PlanError
+from tunefleet.search.space import first_point, seed_point, tune_space
+from tunefleet.search.sweep import SweepExistsError, build_scheduler, build_search_alg, run_sweep, sweep_name
 from tunefleet.spec import spec_from_dict
 
 SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "train.dropout": {"uniform": [0.0, 0.3]},
@@ -70,7 +74,6 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
 
     from tunefleet.train.checkpoint import save_checkpoint
     from tunefleet.tracking.registry import register_checkpoint
-    from tunefleet.search.sweep import build_search_alg, first_point
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = make_spec(tiny_model, tmp_path, tracking={"enabled": True, "uri": uri},
@@ -95,8 +98,6 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
 
 
 def test_tpe_samples_at_random_for_a_quarter_of_the_budget(tiny_model, tmp_path):
-    from tunefleet.search.sweep import build_search_alg
-
     for trials, startup in ((8, 3), (16, 4), (40, 10), (100, 10)):
         spec = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": trials})
         assert build_search_alg(spec)._sampler._n_startup_trials == startup
@@ -164,9 +165,16 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
     assert counts["total"] == 4 == len(trials)
     assert counts["completed"] + counts["stopped_early"] + counts["failed"] == 4
     assert counts["stopped_early"] >= 2 and counts["failed"] == 0
-    assert all(t["epochs_run"] < 3 for t in trials if t["status"] == "stopped_early")
+    # ASHA stopped trials that could not learn, and only those: the learning rate that learns ran
+    # every epoch, each stopped trial is one that cannot learn and reported fewer epochs than it.
+    (learner,) = [t for t in trials if t["config"]["train.lr"] == 3.0e-3]
+    assert learner["status"] == "completed" and learner["epochs_run"] == 3 and len(learner["history"]) == 3
+    stopped = [t for t in trials if t["status"] == "stopped_early"]
+    assert all(t["config"]["train.lr"] == 1.0e-7 for t in stopped), [t["config"] for t in stopped]
+    assert all(t["epochs_run"] < 3 and len(t["history"]) < 3 for t in stopped)
     assert summary["trial_epochs"] < 4 * 3  # early stopping saved compute
     best = min(t["best_value"] for t in trials if t["best_value"] is not None)
+    assert summary["best"]["trial_id"] == learner["trial_id"] and learner["best_value"] == best
     assert summary["best"]["metrics"]["validation"]["loss"] == pytest.approx(best)
     assert 0.0 <= summary["best"]["metrics"]["test"]["accuracy"] <= 1.0
     # Every trial ended and released its workers: no placement group is left.
@@ -189,6 +197,88 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
         assert (Path(summary["storage"]) / f"{plot}.png").stat().st_size > 1000
     with pytest.raises(SweepExistsError, match="--resume"):
         run_sweep(spec)
+
+
+@pytest.mark.slow
+def test_the_best_trials_own_weights_are_registered(tiny_model, tmp_path, ray_cluster):
+    """The registered version carries the very weights the best trial checkpointed. Each trial's
+    weights are hashed as they are reported (before the janitor deletes the loser's), and the best
+    trial is picked here from the raw reports, not from what the sweep wrote about itself."""
+    from ray.tune import Callback
+
+    from tunefleet.tracking.registry import resolve_model
+
+    class WeightsReported(Callback):
+        def __init__(self) -> None:
+            self.by_trial: dict[str, tuple[float, str]] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("checkpoint_path"):
+                self.by_trial[trial.trial_id] = (result["val_loss"], weights_digest(result["checkpoint_path"]))
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Learning rates far apart, so the trials end with different weights and losses (validation loss
+    # does not tie as a tiny model's accuracy does). With these, the best trial runs second (1e-2
+    # and 3e-3 overshoot in one epoch), so neither the first nor the last trial's checkpoint is right.
+    spec = make_spec(tiny_model, tmp_path, data={"format": "synthetic", "synthetic_size": 600},
+                     train={"epochs": 1, "metric": "loss", "dropout": 0.0}, tracking={"enabled": True, "uri": uri},
+                     search={"algorithm": "grid", "scheduler": "none", "max_concurrent": 1,
+                             "space": {"train.lr": {"grid": [1.0e-2, 3.0e-4, 3.0e-3]}}})
+    reported = WeightsReported()
+    summary = run_sweep(spec, callbacks=[reported])
+    order = sorted(reported.by_trial)  # grid search numbers its trial ids in the order it creates them
+    assert len(order) == 3, reported.by_trial
+    best = min(order, key=lambda trial_id: reported.by_trial[trial_id][0])
+    assert best == order[1], f"the setup meant the middle trial to be best; pick other learning rates: {reported.by_trial}"
+    best_loss, best_weights = reported.by_trial[best]
+    assert all(loss > best_loss and weights != best_weights
+               for trial_id, (loss, weights) in reported.by_trial.items() if trial_id != best), reported.by_trial
+    version = summary["registered"]["version"]
+    registered = resolve_model(f"{spec.name}/{version}", tracking_uri=uri)
+    assert weights_digest(registered.checkpoint) == best_weights
+    # The sweep's own account agrees: its best trial, and that trial's checkpoint folder.
+    assert summary["best"]["trial_id"] == best and weights_digest(summary["best"]["checkpoint"]) == best_weights
+
+
+def weights_digest(checkpoint: str) -> str:
+    return hashlib.sha256((Path(checkpoint) / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_trials_are_proposed_by_the_configured_seeded_sampler(tiny_model, tmp_path, ray_cluster, monkeypatch):
+    """An Optuna sweep's trials are what a TPE sampler seeded with `search.seed` proposes: the study
+    that ran them uses TPE, and a fresh searcher built from the same spec proposes the same points in
+    the same order, while one seeded differently does not."""
+    from optuna.samplers import TPESampler
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tunefleet.search import sweep
+
+    built = []
+    monkeypatch.setattr(sweep, "build_search_alg", lambda spec, n=0: built.append(build_search_alg(spec, n)) or built[-1])
+    spec = make_spec(tiny_model, tmp_path, train={"epochs": 1},
+                     search={"algorithm": "optuna", "scheduler": "none", "num_trials": 2, "max_concurrent": 1,
+                             "seed": 11, "seed_with_spec": False,
+                             "space": {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "train.dropout": {"uniform": [0.0, 0.3]}}})
+    summary = run_sweep(spec)
+    (searcher,) = built
+    assert isinstance(searcher, OptunaSearch) and isinstance(searcher._ot_study.sampler, TPESampler)
+    study = searcher._ot_study.trials
+    assert [t.state for t in study] == [TrialState.COMPLETE] * 2
+    # Each trial of the sweep ran the point its study trial proposed.
+    trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial["config"] == study[searcher._ot_trials[trial["trial_id"]].number].params
+
+    def proposals(seed: int) -> list[dict]:
+        fresh = build_search_alg(spec.model_copy(update={"search": spec.search.model_copy(update={"seed": seed})}))
+        fresh.set_search_properties(f"val_{spec.train.metric}", spec.metric_mode(), tune_space(spec))
+        return [fresh.suggest(f"replay-{i}") for i in range(2)]
+
+    assert proposals(11) == [t.params for t in study]
+    assert proposals(12) != [t.params for t in study]
 
 
 @pytest.mark.slow
@@ -220,7 +310,12 @@ def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
 
 
 @pytest.mark.slow
-def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
+def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster, monkeypatch):
+    """--resume finishes the sweep without re-running finished trials, and the search algorithm
+    resumes with its memory: the restored Optuna study holds the trials the first driver finished."""
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
     raw = tiny_spec_dict(tiny_model, tmp_path / "runs", train={"epochs": 2},
                          resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
                          search={"num_trials": 4, "max_concurrent": 1, "scheduler": "none",
@@ -237,7 +332,26 @@ def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
     finished_before = _wait_for_finished_trials(sweep_dir, 2, driver)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
+
+    # What the searcher knows the moment Tune restores it, before the resumed sweep asks it anything.
+    restored: list[dict[str, tuple]] = []
+    restore = OptunaSearch.restore
+
+    def remember(self, checkpoint_path):
+        restore(self, checkpoint_path)
+        study = self._ot_study.trials
+        restored.append({trial_id: (study[ot.number].state, study[ot.number].params)
+                         for trial_id, ot in self._ot_trials.items()})
+
+    monkeypatch.setattr(OptunaSearch, "restore", remember)
     summary = run_sweep(spec, resume=True)
+    assert len(restored) == 1, "the resumed sweep did not restore its searcher"
+    for trial_id in finished_before:
+        assert trial_id in restored[0], f"the restored searcher has no record of finished trial {trial_id}"
+        state, params = restored[0][trial_id]
+        config = json.loads((sweep_dir / trial_id / "params.json").read_text())
+        assert state == TrialState.COMPLETE and params == config, (trial_id, state, params, config)
+
     assert summary["trials"]["total"] == 4
     assert summary["trials"]["failed"] == 0
     trials = {t["trial_id"]: t for t in json.loads((sweep_dir / "trials.json").read_text())}
@@ -248,6 +362,8 @@ def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster):
 
 
 def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Popen) -> dict[str, str]:
+    """Trials that Tune's saved state calls terminated and the saved searcher state has been told
+    of: what a resume must not run again, and what the resumed searcher must remember."""
     deadline = time.time() + 240
     while time.time() < deadline:
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
@@ -257,13 +373,28 @@ def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Po
                 text = state_files[-1].read_text()
             except OSError:
                 text = ""
+            told = _told_searcher(sweep_dir)
             finished = [d for d in sweep_dir.iterdir()
                         if d.is_dir() and (d / "result.json").exists() and d.name in text
-                        and _trial_terminated(text, d.name)]
+                        and _trial_terminated(text, d.name) and d.name in told]
             if len(finished) >= count:
                 return {d.name: (d / "result.json").read_text() for d in finished}
         time.sleep(0.5)
     raise AssertionError("trials did not finish in time")
+
+
+def _told_searcher(sweep_dir: Path) -> set[str]:
+    """Trial ids whose result the saved Optuna searcher state has recorded (COMPLETE in its study)."""
+    from optuna.trial import TrialState
+
+    saved = sorted(sweep_dir.glob("searcher-state-*.pkl"))
+    try:
+        state = pickle.loads(saved[-1].read_bytes()) if saved else {}
+    except Exception:  # noqa: BLE001 - caught mid-copy, any unpickling error: ask again next round
+        return set()
+    study = state["_ot_study"].trials if state.get("_ot_study") else []
+    return {trial_id for trial_id, ot in state.get("_ot_trials", {}).items()
+            if ot.number < len(study) and study[ot.number].state == TrialState.COMPLETE}
 
 
 def _trial_terminated(state_text: str, trial_id: str) -> bool:

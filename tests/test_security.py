@@ -97,6 +97,7 @@ def test_a_pickled_model_folder_is_refused(tmp_path, tiny_model):
     import torch
     from transformers import BertModel
 
+    from tunefleet.tasks import get_task
     from tunefleet.train.models import build_model
 
     folder = tmp_path / "pickled"
@@ -105,7 +106,7 @@ def test_a_pickled_model_folder_is_refused(tmp_path, tiny_model):
     (folder / "model.safetensors").unlink()
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     with pytest.raises(OSError, match="safetensors"):
-        build_model("AutoModelForSequenceClassification", str(folder), ["a", "b"], None)
+        build_model(get_task("text-classification"), str(folder), ["a", "b"], None)
 
 
 # ---- loopback by default --------------------------------------------------------------------------
@@ -136,8 +137,8 @@ def test_serve_binds_ray_dashboard_and_http_to_loopback(monkeypatch):
     import ray
     from ray import serve
 
-    from tunefleet import registry
-    from tunefleet import serve as tf_serve
+    from tunefleet.tracking import registry
+    from tunefleet.serve import app as tf_serve
 
     seen: dict = {}
 

@@ -3,7 +3,9 @@ bad request gets a 4xx JSON error, and a promotion (or rollback) moves a running
 version without a failed request.
 
 One Serve instance on the suite's Ray hosts two applications for the whole module: a classification
-model at `/` (batching on, following `champion`) and an NER model at `/ner` (batching off).
+model at `/` (batching on, following `champion`) and an NER model at `/ner` (batching off). The NER
+model is conftest's hand-built lookup model, so its spans are checked against values worked out by
+hand, not against another run of the same code.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port
+from conftest import free_port, lexicon_ner_checkpoint
 from tunefleet import cli
 from tunefleet.train.predict import Predictor as LocalPredictor
 from tunefleet.serve.app import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
@@ -32,6 +34,9 @@ NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 TEXTS = ["great value, works as described", "broke after a week", "John Smith lives in Berlin .",
          "", "ok", "the service was slow but the food was excellent"]
 LIMITS = {"max_texts": 8, "max_chars": 200}
+# The NER model's lookup table: these word pieces get these tags (probability 3/4), all others O.
+NER_LEXICON = {"john": "B-PER", "smith": "I-PER", "angela": "B-PER", "mer": "I-PER", "berlin": "B-LOC",
+               "paris": "B-LOC", "london": "B-LOC"}
 
 
 def _make_checkpoint(folder: Path, tiny_model: str, task: str, seed: int) -> str:
@@ -40,13 +45,14 @@ def _make_checkpoint(folder: Path, tiny_model: str, task: str, seed: int) -> str
     import torch
 
     from tunefleet.train.checkpoint import save_checkpoint
+    from tunefleet.tasks import get_task
     from tunefleet.train.models import build_model, load_tokenizer
 
     ner = task == "token-classification"
     model_class = "AutoModelForTokenClassification" if ner else "AutoModelForSequenceClassification"
     labels = NER_LABELS if ner else CLS_LABELS
     torch.manual_seed(seed)
-    model = build_model(model_class, tiny_model, labels, 0.1)
+    model = build_model(get_task(task), tiny_model, labels, 0.1)
     tokenizer = load_tokenizer(tiny_model)
     with torch.no_grad():
         model.classifier.weight.normal_(0.0, 2.0)
@@ -82,7 +88,7 @@ def registry(store, tiny_model):
     checkpoints = {
         ("tiny-cls", 1): _make_checkpoint(tmp / "cls-v1", tiny_model, "text-classification", seed=1),
         ("tiny-cls", 2): _make_checkpoint(tmp / "cls-v2", tiny_model, "text-classification", seed=2),
-        ("tiny-ner", 1): _make_checkpoint(tmp / "ner-v1", tiny_model, "token-classification", seed=3),
+        ("tiny-ner", 1): lexicon_ner_checkpoint(tmp / "ner-v1", NER_LABELS, NER_LEXICON, max_length=32),
     }
     first = register_checkpoint(checkpoints["tiny-cls", 1], "tiny-cls", {"accuracy": 0.9}, tracking_uri=uri)
     second = register_checkpoint(checkpoints["tiny-cls", 2], "tiny-cls", {"accuracy": 0.6}, tracking_uri=uri)
@@ -148,19 +154,20 @@ def test_concurrent_requests_each_get_their_own_answers(service, registry):
         _check_classification(response.json(), texts, local)
 
 
-def test_ner_spans_match_the_local_predictor(service, registry):
-    _, local = registry
+def test_ner_spans_are_the_hand_worked_ones(service):
     texts = ["John Smith lives in Berlin .", "Angela Merkel visited Paris and London", "nothing here"]
     response = _post(f"{service}/ner/predict", {"texts": texts})
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["model"] == {"name": "tiny-ner", "version": 1, "alias": "champion"}
-    expected = local["tiny-ner", 1].predict(texts)
-    assert any(row["entities"] for row in expected), "the random NER head should tag something"
-    for got, want in zip(answer["predictions"], expected):
-        assert [(e["type"], e["start"], e["end"], e["text"]) for e in got["entities"]] == \
-               [(e["type"], e["start"], e["end"], e["text"]) for e in want["entities"]]
-        assert [e["score"] for e in got["entities"]] == pytest.approx([e["score"] for e in want["entities"]], abs=2e-3)
+    # Character offsets counted by hand. "Merkel" is mer ##kel: the word takes the tag of "mer"
+    # (I-PER), which continues Angela's PER; every tag's probability is 3/4 (see NER_LEXICON).
+    assert [[(e["type"], e["start"], e["end"], e["text"]) for e in row["entities"]] for row in answer["predictions"]] == [
+        [("PER", 0, 10, "John Smith"), ("LOC", 20, 26, "Berlin")],
+        [("PER", 0, 13, "Angela Merkel"), ("LOC", 22, 27, "Paris"), ("LOC", 32, 38, "London")],
+        [],
+    ]
+    assert [e["score"] for row in answer["predictions"] for e in row["entities"]] == pytest.approx([0.75] * 5, abs=1e-5)
 
 
 def test_healthz_and_model_say_what_is_served(service):

@@ -33,7 +33,41 @@ def test_every_shipped_spec_loads(path):
 
 
 def test_shipped_specs_cover_the_tasks():
-    assert {p.stem for p in SHIPPED} >= {"demo", "conll2003", "sst2", "ag_news"}
+    from tunefleet import plugins
+
+    assert {p.stem for p in SHIPPED} >= {"demo", "conll2003", "sst2", "ag_news", "mrpc", "stsb", "topics"}
+    assert {load_spec(p).task for p in SHIPPED} == set(plugins.TASKS), "every registered task has a shipped spec"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_spec_reads_its_data(path):
+    """The spec's data section really reads its files (../shared/data for the real data sets): the
+    right columns, a label set of the task's kind, non-empty splits."""
+    from tunefleet.data import load_data
+
+    spec = load_spec(path)
+    splits = load_data(spec.data, spec.task)
+    assert all(len(getattr(splits, name)) > 0 for name in ("train", "validation", "test"))
+    expected_labels = {"mrpc": ["0", "1"], "stsb": ["score"], "sst2": ["0", "1"],
+                       "conll2003": ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG", "I-PER"]}
+    if path.stem in expected_labels:
+        assert sorted(splits.label_names) == sorted(expected_labels[path.stem])
+    if path.stem in ("mrpc", "stsb"):
+        # Pairs are kept apart, never joined into one text.
+        assert splits.train.text_pairs is not None and len(splits.train.text_pairs) == len(splits.train.texts)
+    if path.stem == "stsb":
+        assert (len(splits.train), len(splits.validation), len(splits.test)) == (5749, 1500, 1379)
+        assert splits.train.texts[0] == "A plane is taking off." and splits.train.labels[0] == 5.0
+
+
+def test_numbers_without_a_decimal_point_are_numbers(tmp_path):
+    """YAML 1.1 reads `2e-5` as a string; a spec reads it as the number everyone means."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: t\ntask: text-classification\ndata: {format: synthetic}\ntrain: {lr: 3e-5}\n"
+                    "search:\n  space:\n    train.lr: {loguniform: [2e-5, 3e-4]}\n")
+    spec = load_spec(path, overrides=["train.weight_decay=1e-3"])
+    assert spec.train.lr == 3e-5 and spec.train.weight_decay == 1e-3
+    assert spec.search.space["train.lr"] == {"loguniform": [2e-5, 3e-4]}
 
 
 def test_defaults_live_in_one_place():
@@ -58,7 +92,7 @@ def test_relative_data_paths_resolve_against_the_spec_file(tmp_path):
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"task": "summarization"}, "task: Input should be 'token-classification' or 'text-classification'"),
+    ({"task": "summarization"}, "task: unknown task 'summarization'; use one of token-classification, text-classification, text-pair-classification, text-regression, multi-label-classification"),
     ({"name": "bad name!"}, "name: name must be"),
     ({"train": {"lr": 0}}, "train.lr: Input should be greater than 0"),
     ({"train": {"lerning_rate": 1e-4}}, "train.lerning_rate: unknown field"),

@@ -70,7 +70,7 @@ def spec_for(tiny_model: str, storage: Path, task: str = CLS, **sections: dict[s
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_model):
-    return (build_model("AutoModelForSequenceClassification", tiny_model, ["neg", "pos"], 0.1),
+    return (build_model(get_task("text-classification"), tiny_model, ["neg", "pos"], 0.1),
             load_tokenizer(tiny_model))
 
 
@@ -245,7 +245,7 @@ def untrained_scores(spec: Spec, prepared: trainer.PreparedData) -> dict[str, An
     """The validation scores of the model the run starts from (same seed, fresh head)."""
     task = get_task(spec.task)
     torch.manual_seed(spec.train.seed)
-    model = build_model(task.model_class_name, spec.model.name_or_path, prepared.splits.label_names,
+    model = build_model(task, spec.model.name_or_path, prepared.splits.label_names,
                         spec.train.dropout)
     return evaluate(model, prepared.tokenized["validation"], task, prepared.splits.label_names, 32,
                     torch.device("cpu"), resolve_precision("auto", "cpu"),

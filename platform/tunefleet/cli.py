@@ -99,8 +99,9 @@ def _is_bad_input(exc: Exception) -> bool:
     from .data import DataError
     from .spec import SpecError
     from .cluster import PlanError
+    from .train.models import ModelError
 
-    bad = (SpecError, DataError, PlanError, UsageError, FileNotFoundError)
+    bad = (SpecError, DataError, PlanError, ModelError, UsageError, FileNotFoundError)
     return isinstance(exc, bad) or any(type(exc).__name__ == name for name in _BAD_INPUT_NAMES)
 
 
@@ -252,8 +253,11 @@ def _add_registry_parsers(commands: Any) -> None:
     p = commands.add_parser("predict", help="label texts locally with a registered model (JSON lines out)")
     p.add_argument("model", help="NAME (= NAME@champion), NAME@alias or NAME/version")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", action="append", help="a text to label (repeatable)")
-    source.add_argument("--file", help="a UTF-8 file with one text per line (blank lines skipped); - for stdin")
+    source.add_argument("--text", action="append",
+                        help='a text to label (repeatable); a JSON object is one structured input, e.g. '
+                             '{"text": "...", "text_pair": "..."} for a sentence-pair model')
+    source.add_argument("--file", help="a UTF-8 file with one input per line (a text or a JSON object; blank "
+                        "lines skipped); - for stdin")
     p.add_argument("--batch-size", type=int, default=32)
     with_store(p)
     p.set_defaults(handler=_cmd_predict)
@@ -307,9 +311,28 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise UsageError("predict: no text to label; pass --text TEXT or a --file with one text per line")
+    # A line (or --text) that is a JSON object is one structured input, e.g. a sentence pair
+    # {"text": "...", "text_pair": "..."}; anything else is a plain text.
+    inputs = [_structured(text) for text in texts]
     model = resolve_model(args.model, tracking_uri=args.tracking_uri)
-    for text, prediction in zip(texts, Predictor(model.checkpoint).predict(texts, batch_size=args.batch_size)):
-        print(json.dumps({"model": f"{model.name}/{model.version}", "text": text, **prediction}), flush=True)
+    predictor = Predictor(model.checkpoint)
+    try:
+        predictions = predictor.predict(inputs, batch_size=args.batch_size)
+    except ValueError as exc:
+        raise UsageError(f"predict: {exc}") from None
+    for item, prediction in zip(inputs, predictions):
+        shown = item if isinstance(item, dict) else {"text": item}
+        print(json.dumps({"model": f"{model.name}/{model.version}", **shown, **prediction}), flush=True)
+
+
+def _structured(text: str) -> Any:
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return text
+        return value if isinstance(value, dict) else text
+    return text
 
 
 if __name__ == "__main__":

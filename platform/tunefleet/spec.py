@@ -5,7 +5,9 @@ overrides to the raw YAML, validates everything and reports *all* problems in on
 naming the file, the field, the value and what would be valid. After that no code looks up a key with a
 default: defaults live here, in the field declarations.
 
-This module imports nothing from tunefleet, so every later stage may import it.
+Allowed task, search algorithm and scheduler names come from `tunefleet.plugins`, the one registry of
+plug-ins; a spec's metric is checked against its task's own metrics. Apart from that registry this
+module imports nothing from tunefleet, so every later stage may import it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import plugins
+
 BUNDLED_MODEL = "bundled-minilm"
-TASKS = ("token-classification", "text-classification")
-DATA_FORMATS = ("conll", "csv", "tsv", "jsonl", "hf", "synthetic")
-SEARCH_ALGORITHMS = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "hyperband", "median", "none")
+TASKS = tuple(plugins.TASKS)
+DATA_FORMATS = ("conll", "csv", "tsv", "jsonl", "fasttext", "folder", "hf", "synthetic")
+SEARCH_ALGORITHMS = tuple(plugins.SEARCHERS)
+SCHEDULERS = tuple(plugins.SCHEDULERS)
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice", "grid")
 
 
@@ -42,12 +46,16 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
-    format: Literal["conll", "csv", "tsv", "jsonl", "hf", "synthetic"]
+    format: Literal["conll", "csv", "tsv", "jsonl", "fasttext", "folder", "hf", "synthetic"]
+    # A file per split; for `folder`, a folder per split holding one sub-folder of *.txt files per class.
     train: str | None = None
     validation: str | None = None
     test: str | None = None
-    # CSV/TSV: which columns hold text (joined with a space) and which holds the label. Names need a
-    # header row; integers are 0-based positions and work with or without one.
+    # folder: which class sub-folders to read (None: all), e.g. [pos, neg] to skip IMDB's unsup.
+    classes: list[str] | None = None
+    # CSV/TSV: which columns hold text and which holds the label. One text task: the columns are
+    # joined with a space; a pair task: exactly two, kept apart. Names need a header row; integers
+    # are 0-based positions and work with or without one.
     text_columns: list[str | int] = Field(default_factory=lambda: ["text"])
     label_column: str | int = "label"
     header: bool | Literal["auto"] = "auto"
@@ -60,6 +68,7 @@ class DataConfig(_Frozen):
     tokens_field: str = "tokens"
     tags_field: str = "tags"
     text_field: str = "text"
+    text_pair_field: str = "text_pair"  # the second text of a pair (JSONL, hf)
     label_field: str = "label"
     # Labels in CoNLL files: iob2 as is, iob1 converted to iob2 on read, auto detects iob1.
     tag_scheme: Literal["auto", "iob1", "iob2"] = "auto"
@@ -79,6 +88,8 @@ class DataConfig(_Frozen):
             raise ValueError("format 'hf' needs data.hf_name (a hub id or a local dataset folder)")
         if self.format not in ("hf", "synthetic") and not self.train:
             raise ValueError(f"format '{self.format}' needs data.train (a path to the training file)")
+        if self.classes is not None and self.format != "folder":
+            raise ValueError("data.classes picks class folders, which only format 'folder' has; remove it")
         return self
 
 
@@ -98,7 +109,9 @@ class TrainConfig(_Frozen):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     early_stopping_patience: int | None = Field(2, ge=1)
-    metric: str = "f1"
+    # The validation metric that picks the best epoch, trial and model; None: the task's default
+    # (f1 for NER and classification, spearman for regression). Valid names depend on the task.
+    metric: str | None = None
     seed: int = 0
     grad_accum_steps: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0.0)
@@ -133,8 +146,8 @@ class TrackingConfig(_Frozen):
 
 
 class SearchConfig(_Frozen):
-    algorithm: Literal["optuna", "random", "grid"] = "optuna"
-    scheduler: Literal["asha", "hyperband", "median", "none"] = "asha"
+    algorithm: str = "optuna"  # a name in plugins.SEARCHERS
+    scheduler: str = "asha"  # a name in plugins.SCHEDULERS
     num_trials: int = Field(8, ge=1)
     max_concurrent: int | Literal["auto"] = "auto"
     time_budget: str | None = None  # e.g. "90s", "30m", "2h"
@@ -171,7 +184,7 @@ class SearchConfig(_Frozen):
 
 class Spec(_Frozen):
     name: str
-    task: Literal["token-classification", "text-classification"]
+    task: str  # a name in plugins.TASKS
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -203,7 +216,33 @@ class Spec(_Frozen):
         return _validate(raw, self.source)
 
     def metric_mode(self) -> str:
-        return "min" if self.train.metric in ("loss", "eval_loss") else "max"
+        """"max" or "min": whether a higher value of `train.metric` is better."""
+        return "min" if self.train.metric in plugins.load("task", self.task).minimize else "max"
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1, as PyYAML reads it, except that `2e-5` is a number.
+
+    YAML 1.1 needs a decimal point in a float (`2.0e-5`), so PyYAML reads `2e-5` as the string
+    "2e-5" and `{loguniform: [2e-5, 3e-4]}` would be refused. Everyone writes learning rates that
+    way, so a spec reads them as YAML 1.2 and Python do.
+    """
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML as a spec (or a serve options file) is read: `2e-5` is a number."""
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_duration(text: str) -> float:
@@ -233,7 +272,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     if not path.is_file():
         raise SpecError(source, ["spec file not found; pass a YAML file such as search_spaces/demo.yaml"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise SpecError(source, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
@@ -265,7 +304,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
             problems.append(f"--set {item!r}: write --set dotted.key=value, e.g. --set train.lr=1e-4")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = read_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         _set_dotted(raw, key.strip(), value)
@@ -293,8 +332,8 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(source, [_describe(err) for err in exc.errors()]) from None
-    problems = check_search_space(spec.search.space, spec)
-    problems += _check_metric(spec)
+    spec, problems = _check_plugins(spec)
+    problems += check_search_space(spec.search.space, spec)
     if problems:
         raise SpecError(source, problems)
     return spec
@@ -314,17 +353,25 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{field}: {message}{shown}"
 
 
-_METRICS = {
-    "token-classification": ("f1", "precision", "recall", "loss"),
-    "text-classification": ("accuracy", "f1", "macro_f1", "loss"),
-}
-
-
-def _check_metric(spec: Spec) -> list[str]:
-    valid = _METRICS[spec.task]
+def _check_plugins(spec: Spec) -> tuple[Spec, list[str]]:
+    """Task, search algorithm and scheduler names from the plug-in registry; the metric from the task.
+    Returns the spec with `train.metric` resolved to the task's default when it was left out."""
+    problems = []
+    for field, kind, table in (("task", "task", plugins.TASKS),
+                               ("search.algorithm", "search algorithm", plugins.SEARCHERS),
+                               ("search.scheduler", "scheduler", plugins.SCHEDULERS)):
+        value = spec.task if field == "task" else getattr(spec.search, field.split(".")[1])
+        if value not in table:
+            problems.append(f"{field}: unknown {kind} {value!r}; use one of {', '.join(table)}")
+    if problems:
+        return spec, problems
+    task = plugins.load("task", spec.task)
+    if spec.train.metric is None:
+        spec = spec.model_copy(update={"train": spec.train.model_copy(update={"metric": task.default_metric})})
+    valid = (*task.metrics, "loss")
     if spec.train.metric not in valid:
-        return [f"train.metric: {spec.train.metric!r} is not a {spec.task} metric; use one of {', '.join(valid)}"]
-    return []
+        problems.append(f"train.metric: {spec.train.metric!r} is not a {spec.task} metric; use one of {', '.join(valid)}")
+    return spec, problems
 
 
 def _tunable_paths() -> dict[str, Any]:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tunefleet.data import Examples
-from tunefleet.tasks import TextClassification, TokenizedSplit, get_task
+from tunefleet.tasks import TokenizedSplit, get_task
+from tunefleet.tasks.classification import TextClassification
 
 LABELS = ["negative", "neutral", "positive"]
 

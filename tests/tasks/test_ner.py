@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tunefleet.data import Examples
-from tunefleet.tasks import IGNORE, TokenClassification, TokenizedSplit, align_labels, get_task
+from tunefleet.tasks import IGNORE, TokenizedSplit, get_task
+from tunefleet.tasks.ner import TokenClassification, align_labels
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 O, B_PER, I_PER, B_LOC, I_LOC, B_ORG, I_ORG = range(len(LABELS))
@@ -129,5 +130,85 @@ def test_entity_scores_are_strict_iob2():
 
 
 def test_unknown_task_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid tasks: token-classification, text-classification"):
+    with pytest.raises(ValueError, match="use one of token-classification, text-classification"):
         get_task("ner")
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers on raw text: entity spans with character offsets, worked out by hand
+
+
+def entity(kind: str, start: int, end: int, text: str, score: float) -> dict:
+    return {"type": kind, "start": start, "end": end, "text": text, "score": pytest.approx(score, abs=1e-6)}
+
+
+def test_spans_merge_iob2_word_tags_into_entities():
+    from tunefleet.tasks.ner import spans_from_tags
+
+    text = "Ann Lee met Bob in New York"
+    words = [(0, 3, "B-PER", 0.9), (4, 7, "I-PER", 0.7), (8, 11, "O", 0.99), (12, 15, "B-PER", 0.8),
+             (16, 18, "O", 0.9), (19, 22, "B-LOC", 0.6), (23, 27, "I-LOC", 0.8)]
+    # A span runs from its first word's start to its last word's end; its score is the mean of its
+    # words' probabilities.
+    assert spans_from_tags(text, words) == [
+        entity("PER", 0, 7, "Ann Lee", 0.8), entity("PER", 12, 15, "Bob", 0.8), entity("LOC", 19, 27, "New York", 0.7)]
+
+
+def test_spans_start_a_new_entity_at_b_and_at_an_i_that_continues_nothing():
+    from tunefleet.tasks.ner import spans_from_tags
+
+    text = "Paris Rome Acme Corp Bob"
+    words = [(0, 5, "I-LOC", 0.5),    # I- with nothing open: starts LOC, not dropped
+             (6, 10, "B-LOC", 0.7),   # B- after LOC: a second LOC, not a longer one
+             (11, 15, "I-ORG", 0.4),  # I- of another type: closes LOC, starts ORG
+             (16, 20, "I-ORG", 0.6),  # continues ORG
+             (21, 24, "I-PER", 0.9)]
+    assert spans_from_tags(text, words) == [
+        entity("LOC", 0, 5, "Paris", 0.5), entity("LOC", 6, 10, "Rome", 0.7), entity("ORG", 11, 20, "Acme Corp", 0.5),
+        entity("PER", 21, 24, "Bob", 0.9)]
+    assert spans_from_tags("a b", [(0, 1, "O", 0.9), (2, 3, "O", 0.9)]) == []
+    assert spans_from_tags("", []) == []
+
+
+# The hand-built model (conftest.lexicon_ner_checkpoint) tags these word pieces; every other piece is
+# O, and every tag wins with probability 3/4.
+LEXICON = {"john": "B-PER", "smith": "I-PER", "ko": "B-PER", "muller": "B-PER", "##kel": "B-ORG",
+           "google": "B-ORG", "washington": "B-LOC", "zurich": "B-LOC", "london": "I-LOC"}
+
+
+@pytest.fixture(scope="module")
+def lexicon_predictor(tmp_path_factory):
+    from conftest import lexicon_ner_checkpoint
+    from tunefleet.train.predict import Predictor
+
+    return Predictor(lexicon_ner_checkpoint(tmp_path_factory.mktemp("lexicon-ner") / "ckpt", LABELS, LEXICON))
+
+
+# (text, entities) with offsets counted by hand: characters of the input, not bytes or tokens.
+HAND_WORKED = [
+    # Runs of spaces and a tab inside an entity stay inside its span; "." splits off "Berlin." (O).
+    ("John   Smith\tworks for Google in Berlin.",
+     [entity("PER", 0, 12, "John   Smith", 0.75), entity("ORG", 23, 29, "Google", 0.75)]),
+    # ko ##wal ##cz ##yk is one word: the span covers all four pieces. The pre-tokenizer splits
+    # "Washington's" into washington ' s, three words: the entity ends before the apostrophe.
+    ("Kowalczyk visited Washington's office",
+     [entity("PER", 0, 9, "Kowalczyk", 0.75), entity("LOC", 18, 28, "Washington", 0.75)]),
+    # "Merkel" is mer ##kel: its first piece is O, so the word is O whatever ##kel says. The
+    # uncased tokenizer reads "Müller" as muller, but offsets still count the text's own characters.
+    ("Angela Merkel met Müller in Zürich .",
+     [entity("PER", 18, 24, "Müller", 0.75), entity("LOC", 28, 34, "Zürich", 0.75)]),
+    # smith is I-PER: the first starts an entity, the second continues it; london (I-LOC) after an
+    # ORG starts a LOC.
+    ("smith Smith Google London",
+     [entity("PER", 0, 11, "smith Smith", 0.75), entity("ORG", 12, 18, "Google", 0.75),
+      entity("LOC", 19, 25, "London", 0.75)]),
+    ("nothing to see here", []),
+    ("", []),
+]
+
+
+def test_predictor_answers_hand_worked_spans(lexicon_predictor):
+    texts = [text for text, _ in HAND_WORKED]
+    assert lexicon_predictor.predict(texts) == [{"entities": entities} for _, entities in HAND_WORKED]
+    # One at a time (no padding) gives the same answers as the padded batch.
+    assert [lexicon_predictor.predict([text])[0] for text in texts] == [{"entities": e} for _, e in HAND_WORKED]

@@ -1,12 +1,20 @@
 """Search: sweeps of many trials with Ray Tune, and the single tracked run of `tunefleet train`.
 
-- `sweep`: `run_sweep`, trials, stoppers, results and the summary;
-- `single`: `run_train`, the spec's own point trained once;
-- `plots`: the sweep's optimisation history, parallel coordinates and learning curves.
+Read in the order a sweep runs:
+- `space`: the spec's search space as Tune distributions, and the point tried first;
+- `searchers`, `schedulers`: the plug-ins named by `search.algorithm` and `search.scheduler`;
+- `stoppers`: the sweep ends at a target metric or on a plateau;
+- `janitor`: stopped and beaten trials lose their checkpoints while the sweep runs;
+- `sweep`: `run_sweep` and the trial function, which wire the above together;
+- `results`: `TrialRecord`s, the best trial and the summary;
+- `plots`: the sweep's optimisation history, parallel coordinates and learning curves;
+- `single`: `run_train`, the spec's own point trained once.
 """
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {"run_sweep": "sweep", "TrialRecord": "sweep", "sweep_name": "sweep", "run_train": "single"}
+_EXPORTS = {"run_sweep": "sweep", "sweep_name": "sweep", "build_search_alg": "sweep", "build_scheduler": "sweep",
+            "TrialRecord": "results", "collect_trials": "results", "pick_best": "results",
+            "tune_space": "space", "run_train": "single"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

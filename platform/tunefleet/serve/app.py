@@ -1,6 +1,7 @@
 """Serve a registered model over HTTP with Ray Serve.
 
-`POST /predict` takes `{"texts": [...]}` and answers `{"model": {name, version, alias},
+`POST /predict` takes `{"texts": [...]}` (strings; for a sentence-pair model, objects `{"text",
+"text_pair"}`) and answers `{"model": {name, version, alias},
 "predictions": [...]}`, one prediction per text from `predict.Predictor`, the same code `tunefleet
 predict` runs, so served and local answers agree. `GET /healthz` and `GET /model` say what is loaded.
 
@@ -211,6 +212,12 @@ class Predictor:
     async def predict(self, request: Request) -> JSONResponse:
         texts = await read_texts(request, self.options.max_texts, self.options.max_chars)
         try:
+            # The loaded model's task says what an input is (a text, or a pair): refuse a wrong shape
+            # with a 400 before it joins a batch.
+            self._loaded.predictor.check(texts, name='"texts"')
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
             if self.options.batching:
                 loaded, predictions = await self._batcher.submit(texts)
             else:
@@ -231,7 +238,7 @@ class Predictor:
         loaded = self._loaded
         return {
             **loaded.identity(), "metrics": loaded.resolved.metrics, "run_id": loaded.resolved.run_id,
-            "task": loaded.predictor.task, "labels": loaded.predictor.label_names,
+            "task": loaded.predictor.task_name, "labels": loaded.predictor.label_names,
             "following_alias": self._follower is not None, "batching": self.options.batching,
             "max_batch_size": self.options.max_batch_size, "batch_wait_timeout_s": self.options.batch_wait_timeout_s,
             "max_texts": self.options.max_texts, "max_chars": self.options.max_chars,
@@ -320,11 +327,13 @@ def options_from_file(path: str | Path) -> dict[str, Any]:
     address comes from the command line only, so serving stays on loopback unless asked otherwise."""
     import yaml
 
+    from ..spec import read_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ServeConfigError(f"{path}: no such file; give a YAML file of serve options or a Serve config")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ServeConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -64,8 +64,9 @@ def install_error_handlers(api: FastAPI) -> None:
         return error_response(500, f"internal error: {type(exc).__name__}")
 
 
-async def read_texts(request: Request, max_texts: int, max_chars: int) -> list[str]:
-    """The `texts` of a `{"texts": [...]}` body, checked against the service's limits.
+async def read_texts(request: Request, max_texts: int, max_chars: int) -> list[Any]:
+    """The `texts` of a `{"texts": [...]}` body (strings, or objects for sentence pairs), checked
+    against the service's limits.
 
     Raises:
         ApiError: 400 for a body that is not that shape, 413 for one over the limits.
@@ -85,7 +86,7 @@ async def read_texts(request: Request, max_texts: int, max_chars: int) -> list[s
     return check_texts(body, max_texts, max_chars)
 
 
-def check_texts(body: Any, max_texts: int, max_chars: int) -> list[str]:
+def check_texts(body: Any, max_texts: int, max_chars: int) -> list[Any]:
     """See `read_texts`; split out so the rules can be tested without HTTP."""
     if not isinstance(body, dict):
         raise ApiError(400, f'body is a JSON {type(body).__name__}; send an object {{"texts": ["..."]}}')
@@ -103,8 +104,12 @@ def check_texts(body: Any, max_texts: int, max_chars: int) -> list[str]:
         raise ApiError(413, f'"texts" has {len(texts)} items; the limit is {max_texts} per request, '
                             "split it into several requests")
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ApiError(400, f'"texts"[{i}] is a {type(text).__name__}; every item must be a string')
-        if len(text) > max_chars:
-            raise ApiError(413, f'"texts"[{i}] has {len(text)} characters; the limit is {max_chars}')
+        # A string, or an object such as {"text": ..., "text_pair": ...} for sentence-pair models; the
+        # model's task checks the fields, this checks sizes before any of that.
+        if not isinstance(text, (str, dict)):
+            raise ApiError(400, f'"texts"[{i}] is a {type(text).__name__}; every item must be a string '
+                                '(or, for sentence pairs, an object {"text": "...", "text_pair": "..."})')
+        for value in text.values() if isinstance(text, dict) else [text]:
+            if isinstance(value, str) and len(value) > max_chars:
+                raise ApiError(413, f'"texts"[{i}] has {len(value)} characters; the limit is {max_chars}')
     return texts

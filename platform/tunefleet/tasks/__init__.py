@@ -1,23 +1,23 @@
-"""Tasks by name. An unknown name lists the valid ones."""
+"""Tasks: everything task-specific, one module per task, found by name in `tunefleet.plugins.TASKS`.
+
+The protocol every task implements is `base.Task`. Nothing outside this package (and the registry)
+names a task: the data readers, the training loop, `Predictor`, the pyfunc and the Serve app ask the
+task object instead.
+"""
 
 from __future__ import annotations
 
-from .base import IGNORE, Task, TokenizedSplit
-from .classification import TextClassification
-from .ner import TokenClassification, align_labels
-
-TASKS: dict[str, type] = {
-    TokenClassification.name: TokenClassification,
-    TextClassification.name: TextClassification,
-}
+from .. import plugins
+from .base import IGNORE, PAIR, TEXT, TEXT_OR_PAIR, WORDS, Task, TokenizedSplit
 
 
 def get_task(name: str) -> Task:
-    try:
-        return TASKS[name]()
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+    """The task registered under `name`.
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+    """
+    return plugins.load("task", name)()
 
 
-__all__ = ["IGNORE", "TASKS", "Task", "TokenizedSplit", "TextClassification", "TokenClassification",
-           "align_labels", "get_task"]
+__all__ = ["IGNORE", "PAIR", "TEXT", "TEXT_OR_PAIR", "WORDS", "Task", "TokenizedSplit", "get_task"]

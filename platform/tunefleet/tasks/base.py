@@ -1,16 +1,28 @@
-"""What every task (text classification, NER) provides to the training loop.
+"""What a task is: everything task-specific, behind one protocol.
 
-A task turns examples into token ids with aligned labels, builds the right model head, turns logits
-into predictions and scores them. It is deliberately small: the loop, the search and the registry know
-nothing else about a task.
+A task says what one example is (words, a text, a pair of texts), how its label is read from a file
+and checked, which labels a data set has, how examples become token ids with aligned labels, which
+transformers head (and so which loss) the model gets, how logits become predictions and metrics, and
+how a raw request becomes an answer. The rest of tunefleet asks the task and never compares task
+names: the data readers, the training loop, `Predictor`, the MLflow pyfunc and the Serve app all go
+through the methods below.
+
+Tasks are found by name in `tunefleet.plugins.TASKS`; `tests/contracts/test_tasks.py` runs every
+registered task through read -> tokenize -> train -> evaluate -> register -> predict -> serve.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+# What one example is (WORDS, TEXT, PAIR, TEXT_OR_PAIR): the data stage defines it, a task picks one.
+from ..data.examples import PAIR, TEXT, TEXT_OR_PAIR, WORDS  # noqa: F401 - re-exported for the tasks
+
+if TYPE_CHECKING:
+    from ..data import Examples
 
 # Positions whose label is IGNORE contribute nothing to the loss or the metrics (PyTorch's default
 # ignore_index for cross-entropy).
@@ -22,10 +34,12 @@ class TokenizedSplit:
     """A tokenized split stored as flat arrays, so it is cheap to cache, share through Ray's object
     store (zero-copy numpy) and slice.
 
-    Example i owns `ids[offsets[i]:offsets[i+1]]`. Classification: `labels[i]` is its class id.
-    NER: `labels` is aligned with `ids` (IGNORE on special tokens and non-first sub-words), and
-    `gold[gold_offsets[i]:gold_offsets[i+1]]` holds the tag ids of *all* its words, so that words cut
-    by truncation still count as missed entities in the metrics.
+    Example i owns `ids[offsets[i]:offsets[i+1]]` (and the same slice of `type_ids`, the segment ids
+    of a sentence pair, when the tokenizer makes them). `labels[i]` is example i's label row: a
+    class id, a float score, or a multi-hot vector. Token tasks instead align `labels` with `ids`
+    (IGNORE on special tokens and non-first sub-words), and `gold[gold_offsets[i]:gold_offsets[i+1]]`
+    holds the tag ids of *all* its words, so that words cut by truncation still count as missed
+    entities in the metrics.
     """
 
     ids: np.ndarray
@@ -33,6 +47,7 @@ class TokenizedSplit:
     labels: np.ndarray
     gold: np.ndarray | None = None
     gold_offsets: np.ndarray | None = None
+    type_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -42,34 +57,91 @@ class TokenizedSplit:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"ids": self.ids, "offsets": self.offsets, "labels": self.labels}
-        if self.gold is not None:
-            arrays |= {"gold": self.gold, "gold_offsets": self.gold_offsets}
+        for name in ("gold", "gold_offsets", "type_ids"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> "TokenizedSplit":
         keys = set(arrays.keys()) if hasattr(arrays, "keys") else set(arrays.files)
-        return cls(
-            ids=arrays["ids"],
-            offsets=arrays["offsets"],
-            labels=arrays["labels"],
-            gold=arrays["gold"] if "gold" in keys else None,
-            gold_offsets=arrays["gold_offsets"] if "gold_offsets" in keys else None,
-        )
+        optional = {name: arrays[name] if name in keys else None for name in ("gold", "gold_offsets", "type_ids")}
+        return cls(ids=arrays["ids"], offsets=arrays["offsets"], labels=arrays["labels"], **optional)
 
 
 class Task(Protocol):
-    """The four things the loop needs from a task."""
+    """Everything task-specific. Implementations: one module each in `tasks/`."""
 
     name: str
+    inputs: str  # WORDS, TEXT, PAIR or TEXT_OR_PAIR
     model_class_name: str  # the transformers Auto class that carries this task's head
+    per_token_labels: bool  # labels per sub-word (padded with IGNORE) rather than per example
+    metrics: tuple[str, ...]  # what train.metric may name (besides "loss")
+    default_metric: str
+    minimize: frozenset[str]  # the metrics where lower is better ("loss" always)
+    example_inputs: list[dict[str, str]]  # a request a served model of this task answers
 
-    def tokenize(self, examples: Any, tokenizer: Any, label_names: list[str], max_length: int) -> TokenizedSplit:
+    # ---- data -----------------------------------------------------------------------------------
+    def parse_label(self, value: Any, where: str) -> Any:
+        """One example's label as read from a file cell, JSON value or fastText tags, in the task's
+        form (a class name, a float, a list of names, a list of IOB2 tags).
+
+        Raises:
+            DataError: `<where>: <problem>; <fix>`.
+        """
+
+    def finish_labels(self, labels: list[Any], scheme: str) -> list[Any]:
+        """All labels of one file once read (NER converts IOB1 tags to IOB2 here)."""
+
+    def label_names(self, labels: list[Any], origin: str) -> list[str]:
+        """The label set, from the training labels, in id order.
+
+        Raises:
+            DataError: too few classes to learn anything.
+        """
+
+    def label_values(self, label: Any) -> list[str]:
+        """The label names one example uses (to refuse names unseen in training)."""
+
+    def stratify_key(self, label: Any) -> str:
+        """What carving validation/test out of train keeps in proportion."""
+
+    def label_counts(self, labels: list[Any]) -> dict[str, Any]:
+        """The data report's label summary of a split."""
+
+    def token_lengths(self, examples: "Examples", tokenizer: Any, max_length: int) -> tuple[list[int], dict[str, int]]:
+        """Sub-word lengths of every example (special tokens included), and task-specific counts
+        of what truncation to max_length would cut."""
+
+    def synthetic(self, size: int, seed: int) -> tuple["Examples", "Examples", "Examples"]:
+        """A small learnable demo data set of this task (train, validation, test)."""
+
+    # ---- model ----------------------------------------------------------------------------------
+    def model_config(self, label_names: list[str]) -> dict[str, Any]:
+        """Config overrides that give the model this task's head and loss (num_labels, problem_type)."""
+
+    def tokenize(self, examples: "Examples", tokenizer: Any, label_names: list[str], max_length: int) -> TokenizedSplit:
         """Token ids plus labels aligned for the loss."""
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray) -> list[Any]:
-        """Per-example predicted label ids from one batch's logits (the batch's labels say which
-        positions count)."""
+        """Per-example predictions from one batch's logits (the batch's labels say which positions count)."""
 
     def score(self, predicted: list[Any], split: TokenizedSplit, indices: list[int], label_names: list[str]) -> dict[str, Any]:
-        """Headline metrics plus a per-class or per-entity `report`."""
+        """Headline metrics plus a per-class or per-entity `report` where there is one."""
+
+    # ---- answers --------------------------------------------------------------------------------
+    def check_input(self, item: Any, where: str) -> dict[str, str]:
+        """One raw request item (a string, or an object such as {"text", "text_pair"}) as a dict.
+
+        Raises:
+            ValueError: what is wrong with the item and the shape to send instead.
+        """
+
+    def encode(self, tokenizer: Any, inputs: list[dict[str, str]], max_length: int) -> Any:
+        """A padded tensor batch for the model (a transformers BatchEncoding)."""
+
+    def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
+        """One JSON-ready answer per input, in the shape of `output_schema`."""
+
+    def output_schema(self) -> Any:
+        """The answer columns as an MLflow `Schema` (the pyfunc's signature)."""

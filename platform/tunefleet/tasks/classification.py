@@ -6,42 +6,70 @@ from typing import Any
 
 import numpy as np
 
-from .base import TokenizedSplit
+from ..data import Examples
+from .base import TEXT, TokenizedSplit
+from .sequence import (SequenceTask, class_ids, class_names, head_config, label_and_score_schema,
+                       single_label, softmax)
 
 
-class TextClassification:
+class TextClassification(SequenceTask):
     name = "text-classification"
-    model_class_name = "AutoModelForSequenceClassification"
+    inputs = TEXT
+    metrics = ("accuracy", "f1", "macro_f1")
+    default_metric = "f1"
+    example_inputs = [{"text": "great value, works as described"}, {"text": "broke after a week"}]
 
-    def tokenize(self, examples: Any, tokenizer: Any, label_names: list[str], max_length: int) -> TokenizedSplit:
-        label_to_id = {label: i for i, label in enumerate(label_names)}
-        # No padding here: batches are padded to their own longest text at collation time.
-        encoded = tokenizer(examples.texts, truncation=True, max_length=max_length, padding=False)
-        ids = encoded["input_ids"]
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(x) for x in ids])
-        return TokenizedSplit(
-            ids=np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1])),
-            offsets=offsets,
-            labels=np.array([label_to_id[label] for label in examples.labels], dtype=np.int64),
-        )
+    def parse_label(self, value: Any, where: str) -> str:
+        return single_label(value, where, self.name)
+
+    def label_names(self, labels: list[str], origin: str) -> list[str]:
+        return class_names(labels, origin, self.name)
+
+    def synthetic(self, size: int, seed: int) -> tuple[Examples, Examples, Examples]:
+        from ..data.synthetic import reviews
+
+        return reviews(size, seed)
+
+    def model_config(self, label_names: list[str]) -> dict[str, Any]:
+        return head_config(label_names, "single_label_classification")
+
+    def label_array(self, labels: list[str], label_names: list[str]) -> np.ndarray:
+        return class_ids(labels, label_names)
 
     def predictions(self, logits: np.ndarray, labels: np.ndarray) -> list[int]:
         return logits.argmax(-1).tolist()
 
     def score(self, predicted: list[int], split: TokenizedSplit, indices: list[int], label_names: list[str]) -> dict[str, Any]:
-        from sklearn.metrics import accuracy_score, classification_report, f1_score
+        return classification_scores(predicted, split, indices, label_names)
 
-        gold = split.labels[np.asarray(indices, dtype=np.int64)].tolist()
-        label_ids = list(range(len(label_names)))
-        macro_f1 = float(f1_score(gold, predicted, labels=label_ids, average="macro", zero_division=0))
-        report = classification_report(
-            gold, predicted, labels=label_ids, target_names=label_names, output_dict=True, zero_division=0
-        )
-        return {
-            "accuracy": float(accuracy_score(gold, predicted)),
-            # `f1` is macro-F1 so that `metric: f1` means the same kind of thing for every task.
-            "f1": macro_f1,
-            "macro_f1": macro_f1,
-            "report": {name: report[name] for name in label_names},
-        }
+    def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
+        return label_and_score(logits, label_names)
+
+    def output_schema(self) -> Any:
+        return label_and_score_schema()
+
+
+def classification_scores(predicted: list[int], split: TokenizedSplit, indices: list[int],
+                          label_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 (also as `f1`, so `metric: f1` means the same kind of thing for every
+    task) and the per-class report."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    gold = split.labels[np.asarray(indices, dtype=np.int64)].tolist()
+    label_ids = list(range(len(label_names)))
+    macro_f1 = float(f1_score(gold, predicted, labels=label_ids, average="macro", zero_division=0))
+    report = classification_report(gold, predicted, labels=label_ids, target_names=label_names,
+                                   output_dict=True, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "f1": macro_f1,
+        "macro_f1": macro_f1,
+        "report": {name: report[name] for name in label_names},
+    }
+
+
+def label_and_score(logits: np.ndarray, label_names: list[str]) -> list[dict[str, Any]]:
+    """The most probable label and its probability, per example."""
+    probs = softmax(logits)
+    best = probs.argmax(-1)
+    return [{"label": label_names[i], "score": float(p[i])} for i, p in zip(best, probs)]

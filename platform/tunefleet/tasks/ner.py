@@ -3,15 +3,23 @@
 Words are split into sub-words by the tokenizer. Only the first sub-word of each word carries the
 word's tag; later sub-words and special tokens get IGNORE, so every word counts exactly once in the
 loss and in the metrics, however many pieces the tokenizer made of it.
+
+Answers are entity spans with character offsets into the input text. The text is split into words by
+the tokenizer's own pre-tokenizer (whitespace and punctuation, as CoNLL tokens are); each word takes
+the tag predicted for its first sub-word, exactly as in training.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from .base import IGNORE, TokenizedSplit
+from ..data import DataError, Examples
+from ._tags import TAG, entity_types, ner_token_lengths, to_iob2
+from .base import IGNORE, WORDS, TokenizedSplit
+from .sequence import softmax
 
 
 def align_labels(word_ids: list[int | None], word_tags: list[int]) -> list[int]:
@@ -25,7 +33,56 @@ def align_labels(word_ids: list[int | None], word_tags: list[int]) -> list[int]:
 
 class TokenClassification:
     name = "token-classification"
+    inputs = WORDS
     model_class_name = "AutoModelForTokenClassification"
+    per_token_labels = True
+    metrics = ("f1", "precision", "recall")
+    default_metric = "f1"
+    minimize = frozenset({"loss"})
+    example_inputs = [{"text": "John Smith works for Acme in Berlin ."}]
+
+    # ---- data -----------------------------------------------------------------------------------
+    def parse_label(self, value: Any, where: str) -> list[str]:
+        """A sentence's tags (one per word: the reader checks the count against the words)."""
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise DataError(f"{where}: tags must be a list of strings such as ['B-PER', 'O']")
+        for tag in value:
+            if not TAG.fullmatch(tag):
+                raise DataError(f"{where}: tag {tag!r} is not O or B-TYPE/I-TYPE")
+        return list(value)
+
+    def finish_labels(self, labels: list[list[str]], scheme: str) -> list[list[str]]:
+        return to_iob2(labels, scheme)
+
+    def label_names(self, labels: list[list[str]], origin: str) -> list[str]:
+        types = {kind for tags in labels for kind in entity_types(tags)}
+        # Both B- and I- of every type seen: a type whose training entities are all one word still
+        # has multi-word entities elsewhere, and the model needs an I- label for them.
+        return ["O", *sorted(f"{prefix}-{kind}" for kind in types for prefix in "BI")]
+
+    def label_values(self, label: list[str]) -> list[str]:
+        return label
+
+    def stratify_key(self, label: list[str]) -> str:
+        """The sentence's most frequent entity type, or "O" if none."""
+        counts = Counter(entity_types(label))
+        return min(counts, key=lambda kind: (-counts[kind], kind)) if counts else "O"
+
+    def label_counts(self, labels: list[list[str]]) -> dict[str, Any]:
+        return dict(sorted(Counter(kind for tags in labels for kind in entity_types(tags)).items()))
+
+    def token_lengths(self, examples: Examples, tokenizer: Any, max_length: int) -> tuple[list[int], dict[str, int]]:
+        return ner_token_lengths(examples, tokenizer, max_length)
+
+    def synthetic(self, size: int, seed: int) -> tuple[Examples, Examples, Examples]:
+        from ..data.synthetic import news
+
+        return news(size, seed)
+
+    # ---- model ----------------------------------------------------------------------------------
+    def model_config(self, label_names: list[str]) -> dict[str, Any]:
+        return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                "label2id": {label: i for i, label in enumerate(label_names)}}
 
     def tokenize(self, examples: Any, tokenizer: Any, label_names: list[str], max_length: int) -> TokenizedSplit:
         tag_to_id = {tag: i for i, tag in enumerate(label_names)}
@@ -74,6 +131,77 @@ class TokenClassification:
             "recall": float(recall_score(y_true, y_pred, **kwargs)),
             "report": {k: {m: float(v) for m, v in vals.items()} for k, vals in report.items() if not k.endswith("avg")},
         }
+
+
+    # ---- answers --------------------------------------------------------------------------------
+    def check_input(self, item: Any, where: str) -> dict[str, str]:
+        if isinstance(item, dict) and set(item) == {"text"}:
+            item = item["text"]
+        if not isinstance(item, str):
+            raise ValueError(f'{where} is a {type(item).__name__}; send "..." or {{"text": "..."}}')
+        return {"text": item}
+
+    def encode(self, tokenizer: Any, inputs: list[dict[str, str]], max_length: int) -> Any:
+        return tokenizer([item["text"] for item in inputs], truncation=True, max_length=max_length, padding=True,
+                         return_offsets_mapping=True, return_tensors="pt")
+
+    def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
+        probs = softmax(logits)
+        results = []
+        for row, item in enumerate(inputs):
+            offsets = encoded["offset_mapping"][row].tolist()
+            words: list[tuple[int, int, str, float]] = []  # (start, end, tag, probability)
+            previous = None
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is None:
+                    continue
+                start, end = offsets[position]
+                if word != previous:
+                    tag_id = int(probs[row, position].argmax())
+                    words.append((start, end, label_names[tag_id], float(probs[row, position, tag_id])))
+                else:  # a later sub-word of the same word only extends its character span
+                    words[-1] = (words[-1][0], end, words[-1][2], words[-1][3])
+                previous = word
+            results.append({"entities": spans_from_tags(item["text"], words)})
+        return results
+
+    def input_schema(self) -> Any:
+        from mlflow.types import ColSpec, DataType, Schema
+
+        return Schema([ColSpec(DataType.string, "text")])
+
+    def output_schema(self) -> Any:
+        from mlflow.types import ColSpec, DataType, Schema
+        from mlflow.types.schema import Array, Object, Property
+
+        entity = Object([Property("type", DataType.string), Property("start", DataType.long),
+                         Property("end", DataType.long), Property("text", DataType.string),
+                         Property("score", DataType.double)])
+        return Schema([ColSpec(Array(entity), "entities")])
+
+
+def spans_from_tags(text: str, words: list[tuple[int, int, str, float]]) -> list[dict[str, Any]]:
+    """Merge word tags (IOB2) into entity spans. An `I-` that does not continue an entity of its
+    type starts one, rather than being dropped: a model's slip should not hide the entity."""
+    entities: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for start, end, tag, prob in words:
+        prefix, _, kind = tag.partition("-")
+        if prefix == "I" and current is not None and current["type"] == kind:
+            current["end"], current["_probs"] = end, current["_probs"] + [prob]
+            continue
+        if current is not None:
+            entities.append(current)
+            current = None
+        if prefix in ("B", "I"):
+            current = {"type": kind, "start": start, "end": end, "_probs": [prob]}
+    if current is not None:
+        entities.append(current)
+    for entity in entities:
+        probs = entity.pop("_probs")
+        entity["text"] = text[entity["start"]:entity["end"]]
+        entity["score"] = float(sum(probs) / len(probs))
+    return entities
 
 
 def _offsets(lengths: list[int]) -> np.ndarray:

@@ -5,12 +5,12 @@ tokenizer and `tunefleet.json`, so `transformers` users can load it directly) an
 `loader_module` is this module. Loading needs tunefleet importable (it is, wherever tunefleet is
 installed: `mlflow models serve ... --env-manager local`). Nothing is pickled.
 
-Input: a DataFrame (or list of records / strings) with a string column `text`.
-Output: a DataFrame, one row per text:
-- text classification: columns `label` (string) and `score` (double, the label's probability);
-- NER: one column `entities`, a list of `{type, start, end, text, score}` objects, `start`/`end`
-  being character offsets into the input text (end exclusive).
-MLflow's own transformers pyfunc returns NER tokens, not spans with offsets; this keeps the spans.
+Input: a DataFrame (or list of records / strings) with a string column `text`, and `text_pair` for
+sentence-pair tasks. Output: a DataFrame, one row per input, with the task's answer columns (its
+`output_schema`): `label` and `score` for classification, `score` for regression, `labels` and
+`scores` for multi-label, `entities` (a list of `{type, start, end, text, score}` objects,
+`start`/`end` being character offsets into the input text, end exclusive) for NER. MLflow's own
+transformers pyfunc returns NER tokens, not spans with offsets; this keeps the spans.
 """
 
 from __future__ import annotations
@@ -33,12 +33,10 @@ class TunefleetModel:
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
-        texts = _texts(model_input)
         batch_size = int((params or {}).get("batch_size", 32))
-        rows = self.predictor.predict(texts, batch_size=batch_size)
-        if self.predictor.task == "text-classification":
-            return pd.DataFrame({"label": [r["label"] for r in rows], "score": [r["score"] for r in rows]})
-        return pd.DataFrame({"entities": [r["entities"] for r in rows]})
+        rows = self.predictor.predict(_inputs(model_input), batch_size=batch_size)
+        columns = [column.name for column in self.predictor.task.output_schema().inputs]
+        return pd.DataFrame({column: [row[column] for row in rows] for column in columns})
 
 
 def _load_pyfunc(data_path: str) -> TunefleetModel:
@@ -46,38 +44,40 @@ def _load_pyfunc(data_path: str) -> TunefleetModel:
     return TunefleetModel(data_path)
 
 
-def _texts(model_input: Any) -> list[str]:
+def _inputs(model_input: Any) -> list[Any]:
+    """Rows as the task's input dicts: `text` (else the first column) and `text_pair` where present."""
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
-        column = "text" if "text" in model_input.columns else model_input.columns[0]
-        return [str(t) for t in model_input[column].tolist()]
+        text = "text" if "text" in model_input.columns else model_input.columns[0]
+        pairs = model_input["text_pair"].tolist() if "text_pair" in model_input.columns else None
+        texts = [str(t) for t in model_input[text].tolist()]
+        if pairs is None:
+            return texts
+        return [{"text": t, "text_pair": str(p)} if p is not None and not pd.isna(p) else {"text": t}
+                for t, p in zip(texts, pairs)]
     if isinstance(model_input, str):
         return [model_input]
     if isinstance(model_input, dict):
         value = model_input.get("text", [])
-        return [value] if isinstance(value, str) else [str(t) for t in value]
-    return [t["text"] if isinstance(t, dict) else str(t) for t in model_input]
+        if isinstance(value, str):
+            return [model_input]
+        pairs = model_input.get("text_pair")
+        return [str(t) for t in value] if pairs is None else [{"text": str(t), "text_pair": str(p)} for t, p in zip(value, pairs)]
+    return list(model_input)
 
 
-def signature(task: str) -> Any:
-    """Input `text: string`; output as in the module doc."""
+def signature(task_name: str) -> Any:
+    """The task's input and answer columns (see the module doc)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema
-    from mlflow.types.schema import Array, Object, Property
 
-    inputs = Schema([ColSpec(DataType.string, "text")])
-    if task == "text-classification":
-        outputs = Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.double, "score")])
-    else:
-        entity = Object([Property("type", DataType.string), Property("start", DataType.long),
-                         Property("end", DataType.long), Property("text", DataType.string),
-                         Property("score", DataType.double)])
-        outputs = Schema([ColSpec(Array(entity), "entities")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+    from ..tasks import get_task
+
+    task = get_task(task_name)
+    return ModelSignature(inputs=task.input_schema(), outputs=task.output_schema())
 
 
-def save_pyfunc(checkpoint: str, path: str, task: str, example_texts: list[str]) -> None:
+def save_pyfunc(checkpoint: str, path: str, task: str, example_inputs: list[dict[str, str]]) -> None:
     """Write the pyfunc model folder at `path` (a clean copy of the checkpoint inside)."""
     import shutil
     import tempfile
@@ -96,7 +96,7 @@ def save_pyfunc(checkpoint: str, path: str, task: str, example_texts: list[str])
         requirements = [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "pandas")]
         mlflow.pyfunc.save_model(
             path, loader_module=__name__, data_path=str(clean), code_paths=None,
-            signature=signature(task), input_example=pd.DataFrame({"text": example_texts}),
+            signature=signature(task), input_example=pd.DataFrame(example_inputs),
             # Explicit requirements: inferring them would load the model in a subprocess.
             pip_requirements=requirements + ["tunefleet"],
         )

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..tasks import get_task
 from ..train.checkpoint import META_FILE, read_meta
 from .pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
 from .lock import model_lock
@@ -43,8 +44,6 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "tunefleet.champion_history"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
-_EXAMPLES = {"text-classification": ["great value, works as described", "broke after a week"],
-             "token-classification": ["John Smith works for Acme in Berlin ."]}
 
 
 class RegistryError(ValueError):
@@ -131,6 +130,8 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
     parse_model_ref(name)
     meta = read_meta(checkpoint)
     metric = meta["metric"]
+    # Whether lower is better is the task's to say (loss, mse); the version records it for later gates.
+    mode = "min" if metric in get_task(meta["task"]).minimize else "max"
     if not isinstance(test_metrics.get(metric), (int, float)):
         raise RegistryError(f"{checkpoint}: test metrics have no {metric!r}; cannot compare with the champion")
     uri = _uri(tracking_uri)
@@ -141,12 +142,12 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
     # A version's files must never change: a resumed sweep registering again gets a fresh path.
     artifact_path = f"model-{uuid.uuid4().hex[:8]}" if client.list_artifacts(run_id, "model") else "model"
     with tempfile.TemporaryDirectory(prefix="tunefleet-model-") as tmp:
-        save_pyfunc(checkpoint, str(Path(tmp) / "model"), meta["task"], _EXAMPLES[meta["task"]])
+        save_pyfunc(checkpoint, str(Path(tmp) / "model"), meta["task"], get_task(meta["task"]).example_inputs)
         client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path)
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     numbers = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     validation = {k: v for k, v in meta.get("validation", {}).items() if isinstance(v, (int, float))}
-    tags = {"tunefleet.metric": metric, "tunefleet.mode": _mode(metric), "tunefleet.test_metric": repr(float(numbers[metric])),
+    tags = {"tunefleet.metric": metric, "tunefleet.mode": mode, "tunefleet.test_metric": repr(float(numbers[metric])),
             "tunefleet.metrics": json.dumps({"test": numbers, "validation": validation}),
             "tunefleet.margin": repr(float(margin)), "tunefleet.task": meta["task"],
             "tunefleet.source_sweep": source_sweep or "",
@@ -157,7 +158,7 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
         version = int(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
         earlier_challenger = _alias_version(client, name, CHALLENGER)
         client.set_registered_model_alias(name, CHALLENGER, str(version))
-        decision = _gate(client, name, version, float(numbers[metric]), metric, margin, force=False)
+        decision = _gate(client, name, version, float(numbers[metric]), metric, mode, margin, force=False)
         if decision["promoted"] and earlier_challenger is not None:
             # The winner left `challenger`; the latest version that lost keeps it.
             client.set_registered_model_alias(name, CHALLENGER, str(earlier_challenger))
@@ -176,7 +177,8 @@ def promote(name: str, version: int, force: bool = False, tracking_uri: str | No
         found = _get_version(client, name, version=int(version))
         value = float(found.tags.get("tunefleet.test_metric", "nan"))
         decision = _gate(client, name, int(version), value, found.tags.get("tunefleet.metric", "?"),
-                         float(found.tags.get("tunefleet.margin", "0")), force=force)
+                         found.tags.get("tunefleet.mode", "max"), float(found.tags.get("tunefleet.margin", "0")),
+                         force=force)
     return {"name": name, "version": int(version), "aliases": sorted(_get_version(client, name, version=int(version)).aliases),
             "promoted": decision}
 
@@ -257,7 +259,8 @@ def _spec_tag(spec: dict[str, Any]) -> str:
     return text if len(text) <= 5000 else "{}"
 
 
-def _gate(client: Any, name: str, version: int, value: float, metric: str, margin: float, force: bool) -> dict[str, Any]:
+def _gate(client: Any, name: str, version: int, value: float, metric: str, mode: str, margin: float,
+          force: bool) -> dict[str, Any]:
     """The read-compare-set of `champion`; the caller holds the model's lock."""
     champion = _alias_version(client, name, CHAMPION)
     if champion == version:
@@ -270,7 +273,7 @@ def _gate(client: Any, name: str, version: int, value: float, metric: str, margi
     elif champion is None or champion_value is None:
         promoted, reason = True, "first version with a test metric: becomes champion"
     else:
-        better = value > champion_value + margin if _mode(metric) == "max" else value < champion_value - margin
+        better = value > champion_value + margin if mode == "max" else value < champion_value - margin
         relation = "beats" if better else "does not beat"
         promoted = better
         reason = (f"test {metric} {value:.4f} {relation} champion v{champion}'s {champion_value:.4f} "
@@ -293,10 +296,6 @@ def _gate(client: Any, name: str, version: int, value: float, metric: str, margi
 
 def _uri(configured: str | None) -> str:
     return tracking_uri(configured)
-
-
-def _mode(metric: str) -> str:
-    return "min" if "loss" in metric else "max"
 
 
 def _float(text: str | None) -> float | None:

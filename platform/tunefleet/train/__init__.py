@@ -3,7 +3,9 @@
 - `models`: where a pretrained encoder and its tokenizer come from, with a fresh task head;
 - `tokenized`: tokenize the splits once and cache them on disk;
 - `batching`: length-grouped, sharded, dynamically padded batches;
-- `loop`: `train_loop_per_worker`, the loop every Ray Train worker runs (read it top to bottom);
+- `loop`: `run_loop`, the loop every worker runs (read it top to bottom), and Ray Train's entry point;
+- `session`: where the loop runs: inside Ray Train, or without Ray (one process or torchrun);
+- `local`: `train_local` and `python -m tunefleet.train.local`, the loop without Ray;
 - `checkpoint`: the checkpoint folder (HF layout + `tunefleet.json`) and resuming from it;
 - `runlog`: rank 0's metrics to its MLflow run, batched in the background;
 - `launch`: the Ray Train launcher (`build_trainer`, `fit_and_score`);
@@ -13,7 +15,7 @@
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "train_loop_per_worker": "loop", "evaluate": "loop",
+    "train_loop_per_worker": "loop", "run_loop": "loop", "evaluate": "loop", "train_local": "local",
     "build_trainer": "launch", "fit_and_score": "launch", "prepare_data": "launch",
     "score_checkpoint": "launch", "TrainingDiverged": "launch",
     "build_model": "models", "load_tokenizer": "models",

@@ -62,22 +62,29 @@ def eval_batches(split: TokenizedSplit, batch_size: int, rank: int, world_size: 
 def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int, token_labels: bool) -> dict[str, torch.Tensor]:
     """Pad one batch to its longest example.
 
-    Returns input_ids, attention_mask and labels (per token for NER, padded with IGNORE; per example
-    for classification).
+    Returns input_ids, attention_mask, labels (per token, padded with IGNORE, when `token_labels`;
+    else the examples' label rows: class ids, scores or multi-hot vectors) and, for sentence pairs
+    on models that have them, token_type_ids (padded with 0).
     """
     starts, ends = split.offsets[indices], split.offsets[indices + 1]
     width = int((ends - starts).max())
     input_ids = np.full((len(indices), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(indices), width), dtype=np.int64)
+    type_ids = np.zeros((len(indices), width), dtype=np.int64) if split.type_ids is not None else None
     labels = np.full((len(indices), width), IGNORE, dtype=np.int64) if token_labels else split.labels[indices]
     for row, (start, end) in enumerate(zip(starts, ends)):
         n = end - start
         input_ids[row, :n] = split.ids[start:end]
         mask[row, :n] = 1
+        if type_ids is not None:
+            type_ids[row, :n] = split.type_ids[start:end]
         if token_labels:
             labels[row, :n] = split.labels[start:end]
-    return {
+    batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(mask),
         "labels": torch.from_numpy(np.ascontiguousarray(labels)),
     }
+    if type_ids is not None:
+        batch["token_type_ids"] = torch.from_numpy(type_ids)
+    return batch

@@ -1,15 +1,18 @@
-"""The fine-tuning loop that every Ray Train worker runs.
+"""The fine-tuning loop that every worker runs, under Ray Train or without Ray.
 
-`train_loop_per_worker(config)` reads top to bottom: set up (data, tokenizer, model, optimizer,
+`run_loop(config, session)` reads top to bottom: set up (data, tokenizer, model, optimizer,
 schedule), maybe resume, then loop epochs of training with evaluation, early stopping, checkpointing
-and reporting. Ray Train starts one copy per worker and wraps the model in DistributedDataParallel;
-workers train on disjoint shards and evaluate on disjoint shards whose predictions are gathered, so
-every worker computes the same metric and takes the same early-stopping decision.
+and reporting. Where it runs is the `session`'s business (`train.session`): under Ray Train
+(`train_loop_per_worker`, what `TorchTrainer` starts on every worker) the session is Ray's context,
+checkpoints and reports; without Ray (`train.local`, one process or `torchrun` for DDP) it is
+`torch.distributed` and a folder. Workers train on disjoint shards and evaluate on disjoint shards
+whose predictions are gathered, so every worker computes the same metric and takes the same
+early-stopping decision.
 
 `config` holds the validated spec as a dict, the tokenized data (a Ray object ref, shared by every
-worker and every trial) and the label names. Every rank returns a summary (every reported evaluation,
-the divergence reason if the loss blew up, and a fingerprint of what the rank trained on and ended
-with); Ray Train hands back rank 0's as `Result.return_value`.
+worker and every trial, or the arrays themselves) and the label names. Every rank returns a summary
+(every reported evaluation, the divergence reason if the loss blew up, and a fingerprint of what the
+rank trained on and ended with); Ray Train hands back rank 0's as `Result.return_value`.
 """
 
 from __future__ import annotations
@@ -19,23 +22,30 @@ import math
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .batching import collate, eval_batches, train_batches
-from .checkpoint import load_training_state, save_checkpoint
-from .runlog import RunLogger
-from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from ..spec import Spec, spec_from_dict
 from ..tasks import Task, TokenizedSplit, get_task
+from .batching import collate, eval_batches, train_batches
+from .checkpoint import load_training_state, save_checkpoint
+from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from .runlog import RunLogger
+from .session import Session
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    import ray.train
-    import ray.train.torch
+    """What Ray Train runs on every worker."""
+    from .session import RayTrainSession
+
+    return run_loop(config, RayTrainSession())
+
+
+def run_loop(config: dict[str, Any], session: Session) -> dict[str, Any]:
     from transformers import get_linear_schedule_with_warmup
 
     # ---- setup ------------------------------------------------------------------------------------
@@ -44,126 +54,166 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = spec.train
     label_names: list[str] = config["label_names"]
     data = _fetch(config["data"])
-    train_split, val_split = data["train"], data["validation"]
     task = get_task(spec.task)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    node_id = ray.get_runtime_context().get_node_id()
-    # Ray gives each worker `cpus_per_worker` CPUs; more torch threads than that only fight each other.
+    rank, world = session.rank, session.world
+    # A worker is given `cpus_per_worker` CPUs; more torch threads than that only fight each other.
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
-    device = ray.train.torch.get_device()
+    device = session.device()
     precision = resolve_precision(cfg.precision, str(device))
+    if device.type == "cuda":
+        # TF32 for what still runs in fp32 under autocast (the optimizer step, fp32 runs): ~8x the
+        # fp32 matmul rate on Ampere and later, with a 10-bit mantissa that fine-tuning never notices.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
 
     tokenizer = load_tokenizer(spec.model.name_or_path)
-    checkpoint = ray.train.get_checkpoint()
-    with (checkpoint.as_directory() if checkpoint else nullcontext()) as resume_dir:
+    with session.resume_dir() as resume_dir:
         # Resuming (a restarted worker, or a retried trial) continues from the last published
         # checkpoint: its weights, optimizer moments, schedule position and RNG state.
-        model = build_model(task.model_class_name, resume_dir or spec.model.name_or_path, label_names,
+        model = build_model(task, resume_dir or spec.model.name_or_path, label_names,
                             None if resume_dir else cfg.dropout)
         state = load_training_state(resume_dir) if resume_dir else None
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare(model)
     # fused: one kernel over all parameters instead of a loop of per-tensor ops; on CPU the default
     # AdamW step costs more than a short batch's forward and backward (benchmarks/throughput.py).
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
-    batches_per_epoch = len(train_batches(train_split, cfg.batch_size, cfg.seed, 0, rank, world, cfg.group_by_length))
+    batches_per_epoch = len(train_batches(data["train"], cfg.batch_size, cfg.seed, 0, rank, world, cfg.group_by_length))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum_steps))
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
-    tracker = _Progress(spec)
-    # Rank 0 alone logs to MLflow, into the run the driver created (None: untracked).
-    run_log = RunLogger.from_config(config.get("tracking")) if rank == 0 else None
+    run = _Run(spec, task, label_names, data, tokenizer, model, optimizer, scheduler, session, device, precision,
+               progress=_Progress(spec), seen=_Seen(),
+               # Rank 0 alone logs to MLflow, into the run the driver created (None: untracked).
+               run_log=RunLogger.from_config(config.get("tracking")) if rank == 0 else None)
     start_epoch = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        tracker.restore(state["progress"])
+        run.progress.restore(state["progress"])
         start_epoch = int(state["next_epoch"])
 
-    def evaluate_and_report(epoch_done: float, train_loss: float, tokens_per_second: float) -> bool:
-        """Score the validation split, publish a checkpoint if it improved, report; True = stop."""
-        scores = evaluate(model, val_split, task, label_names, cfg.batch_size, device, precision,
-                          tokenizer.pad_token_id, rank, world)
-        improved = tracker.update(scores[cfg.metric])
-        metrics = {
-            "epoch": epoch_done, "step": tracker.step, "train_loss": train_loss,
-            "lr": scheduler.get_last_lr()[0], "tokens_per_second": tokens_per_second,
-            **{f"val_{k}": v for k, v in scores.items() if k != "report"},
-            f"best_val_{cfg.metric}": tracker.best, "diverged": 0,
-            # Lets the sweep tell a trial that early stopping ended from one the scheduler stopped.
-            "planned_epochs": cfg.epochs, "early_stopped": int(tracker.should_stop()), "workers": world,
-            # Where the run is: on a multi-node cluster, shows a retried trial moving to another node.
-            "node_id": node_id,
-        }
-        tracker.log(metrics, rank)
-        if run_log is not None:
-            run_log.log_metrics(metrics, step=tracker.step)
-        if improved and rank == 0:
-            # Only the best checkpoint is kept (RunConfig keeps one): publish only on improvement.
-            with tempfile.TemporaryDirectory() as tmp:
-                meta = _checkpoint_meta(spec, task, label_names, metrics, scores)
-                folder = save_checkpoint(Path(tmp) / "model", _unwrap(model), tokenizer, meta, {
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    # A mid-epoch checkpoint resumes at the start of that epoch.
-                    "torch_rng": torch.get_rng_state(), "next_epoch": math.floor(epoch_done),
-                    "progress": tracker.state(),
-                })
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
-        else:
-            ray.train.report(metrics)
-        return tracker.should_stop()
+    # ---- train, evaluate, save --------------------------------------------------------------------
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            outcome = _train_epoch(run, epoch)
+            if outcome.diverged is not None:
+                return _report_divergence(run, epoch, outcome.diverged)
+            if outcome.stop:
+                break
+            if _evaluate_and_report(run, float(epoch + 1), outcome.mean_loss, outcome.tokens_per_second):
+                break
+    finally:
+        # Metrics still queued for MLflow are flushed whatever ended the run.
+        if run.run_log is not None:
+            run.run_log.close()
+    return {"history": run.progress.history, "diverged": None, **run.seen.summary(model, rank)}
 
-    # ---- train ------------------------------------------------------------------------------------
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    seen = _Seen()
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        batches = train_batches(train_split, cfg.batch_size, cfg.seed, epoch, rank, world, cfg.group_by_length)
-        loss_sum, loss_count, tokens, started = 0.0, 0, 0, time.perf_counter()
-        stop = False
-        for i, indices in enumerate(batches):
-            seen.add(indices)
-            batch = {k: v.to(device) for k, v in collate(train_split, indices, tokenizer.pad_token_id,
-                                                          spec.task == "token-classification").items()}
-            last_of_step = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == len(batches)
-            # DDP all-reduces gradients on every backward; while accumulating, skip that sync.
-            sync = nullcontext() if last_of_step or world == 1 else model.no_sync()
-            with sync:
-                with autocast:
-                    loss = model(**batch).loss
-                (loss / cfg.grad_accum_steps).backward()
-            loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
-            tokens += int(batch["attention_mask"].sum())
-            if not last_of_step:
-                continue
-            # The gradient norm is computed after DDP's all-reduce, so a NaN/inf on any worker shows
-            # up on all of them and every worker stops at the same step.
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-            if cfg.fail_on_nonfinite_loss and not torch.isfinite(grad_norm):
-                if run_log is not None:
-                    run_log.close()
-                return _report_divergence(spec, tracker, epoch, loss.item())
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tracker.step += 1
-            if cfg.eval_every_steps and tracker.step % cfg.eval_every_steps == 0 and i + 1 < len(batches):
-                rate = tokens * world / (time.perf_counter() - started)
-                stop = evaluate_and_report(epoch + (i + 1) / len(batches), loss_sum / loss_count, rate)
-                model.train()
-                if stop:
-                    break
-        if stop:
-            break
-        rate = tokens * world / (time.perf_counter() - started)
-        if evaluate_and_report(float(epoch + 1), loss_sum / max(1, loss_count), rate):
-            break
-    if run_log is not None:
-        run_log.close()
-    return {"history": tracker.history, "diverged": None, **seen.summary(model, rank)}
+
+@dataclass
+class _Run:
+    """What one worker's run holds while it trains: the pieces built in setup, and its bookkeeping."""
+
+    spec: Spec
+    task: Task
+    label_names: list[str]
+    data: dict[str, TokenizedSplit]
+    tokenizer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    session: Session
+    device: Any
+    precision: str
+    progress: "_Progress"
+    seen: "_Seen"
+    run_log: RunLogger | None
+
+
+@dataclass(frozen=True)
+class _EpochOutcome:
+    mean_loss: float
+    tokens_per_second: float
+    stop: bool = False  # a mid-epoch evaluation decided to stop
+    diverged: float | None = None  # the loss when the gradient stopped being finite
+
+
+def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
+    """One pass over this worker's shard: forward, backward, clip, step; mid-epoch evaluations when
+    `train.eval_every_steps` asks for them."""
+    cfg, model, world = run.spec.train, run.model, run.session.world
+    split = run.data["train"]
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
+    model.train()
+    batches = train_batches(split, cfg.batch_size, cfg.seed, epoch, run.session.rank, world, cfg.group_by_length)
+    loss_sum, loss_count, tokens, started = 0.0, 0, 0, time.perf_counter()
+    for i, indices in enumerate(batches):
+        run.seen.add(indices)
+        batch = to_device(collate(split, indices, run.tokenizer.pad_token_id, run.task.per_token_labels), run.device)
+        last_of_step = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == len(batches)
+        # DDP all-reduces gradients on every backward; while accumulating, skip that sync.
+        sync = nullcontext() if last_of_step or world == 1 else model.no_sync()
+        with sync:
+            with autocast:
+                loss = model(**batch).loss
+            (loss / cfg.grad_accum_steps).backward()
+        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+        tokens += int(batch["attention_mask"].sum())
+        if not last_of_step:
+            continue
+        # The gradient norm is computed after DDP's all-reduce, so a NaN/inf on any worker shows up
+        # on all of them and every worker stops at the same step.
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+        if cfg.fail_on_nonfinite_loss and not torch.isfinite(grad_norm):
+            return _EpochOutcome(loss_sum / loss_count, 0.0, diverged=loss.item())
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.progress.step += 1
+        if cfg.eval_every_steps and run.progress.step % cfg.eval_every_steps == 0 and i + 1 < len(batches):
+            rate = tokens * world / (time.perf_counter() - started)
+            if _evaluate_and_report(run, epoch + (i + 1) / len(batches), loss_sum / loss_count, rate):
+                return _EpochOutcome(loss_sum / loss_count, rate, stop=True)
+            model.train()
+    rate = tokens * world / (time.perf_counter() - started)
+    return _EpochOutcome(loss_sum / max(1, loss_count), rate)
+
+
+def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens_per_second: float) -> bool:
+    """Score the validation split, publish a checkpoint if it improved, report; True = stop."""
+    cfg, progress, rank = run.spec.train, run.progress, run.session.rank
+    scores = evaluate(run.model, run.data["validation"], run.task, run.label_names, cfg.batch_size, run.device,
+                      run.precision, run.tokenizer.pad_token_id, rank, run.session.world)
+    improved = progress.update(scores[cfg.metric])
+    metrics = {
+        "epoch": epoch_done, "step": progress.step, "train_loss": train_loss,
+        "lr": run.scheduler.get_last_lr()[0], "tokens_per_second": tokens_per_second,
+        **{f"val_{k}": v for k, v in scores.items() if k != "report"},
+        f"best_val_{cfg.metric}": progress.best, "diverged": 0,
+        # Lets the sweep tell a trial that early stopping ended from one the scheduler stopped.
+        "planned_epochs": cfg.epochs, "early_stopped": int(progress.should_stop()), "workers": run.session.world,
+        # Where the run is: on a multi-node cluster, shows a retried trial moving to another node.
+        "node_id": run.session.node_id,
+    }
+    progress.log(metrics, rank)
+    if run.run_log is not None:
+        run.run_log.log_metrics(metrics, step=progress.step)
+    if improved and rank == 0:
+        # Only the best checkpoint is kept: publish only on improvement.
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = _checkpoint_meta(run.spec, run.task, run.label_names, metrics, scores)
+            folder = save_checkpoint(Path(tmp) / "model", _unwrap(run.model), run.tokenizer, meta, {
+                "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                # A mid-epoch checkpoint resumes at the start of that epoch.
+                "torch_rng": torch.get_rng_state(), "next_epoch": math.floor(epoch_done),
+                "progress": progress.state(),
+            })
+            run.session.report(metrics, folder)
+    else:
+        run.session.report(metrics, None)
+    return progress.should_stop()
 
 
 @torch.no_grad()
@@ -173,10 +223,9 @@ def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[st
     predictions are gathered, so every worker returns the same numbers."""
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    token_labels = task.name == "token-classification"
     indices, predicted, loss_sum = [], [], 0.0
     for batch_indices in eval_batches(split, batch_size * 2, rank, world):
-        batch = {k: v.to(device) for k, v in collate(split, batch_indices, pad_id, token_labels).items()}
+        batch = to_device(collate(split, batch_indices, pad_id, task.per_token_labels), device)
         with autocast:
             out = model(**batch)
         loss_sum += out.loss.item() * len(batch_indices)
@@ -193,6 +242,14 @@ def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[st
     scores = task.score(predicted, split, indices, label_names)
     scores["loss"] = loss_sum / max(1, len(split))
     return scores
+
+
+def to_device(batch: dict[str, torch.Tensor], device: Any) -> dict[str, torch.Tensor]:
+    """A collated batch on the device. To a GPU through pinned memory, without waiting: the copy
+    overlaps the previous step's kernels still in flight."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class _Progress:
@@ -259,18 +316,18 @@ class _Seen:
                 "weights_sha256": weights.hexdigest()}
 
 
-def _report_divergence(spec: Spec, tracker: _Progress, epoch: int, loss: float) -> dict[str, Any]:
+def _report_divergence(run: _Run, epoch: int, loss: float) -> dict[str, Any]:
     """End the run as diverged. The caller turns this into a failed trial with the reason; raising
     here instead would make Ray Train retry a run that would only diverge again."""
-    import ray.train
-
-    worst = -math.inf if tracker.maximize else math.inf
-    reason = f"non-finite loss/gradient ({loss}) at epoch {epoch + 1}, step {tracker.step + 1}"
+    spec, progress = run.spec, run.progress
+    worst = -math.inf if progress.maximize else math.inf
+    reason = f"non-finite loss/gradient ({loss}) at epoch {epoch + 1}, step {progress.step + 1}"
     print(f"[{spec.name}] diverged: {reason}", flush=True)
     # The metric keys stay present (schedulers insist on them), at the worst possible value.
-    ray.train.report({"epoch": float(epoch + 1), "step": tracker.step, f"val_{spec.train.metric}": worst,
-                      f"best_val_{spec.train.metric}": tracker.best, "diverged": 1, "diverged_reason": reason})
-    return {"history": tracker.history, "diverged": reason}
+    run.session.report({"epoch": float(epoch + 1), "step": progress.step, f"val_{spec.train.metric}": worst,
+                        f"best_val_{spec.train.metric}": progress.best, "diverged": 1, "diverged_reason": reason},
+                       None)
+    return {"history": progress.history, "diverged": reason}
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -298,9 +355,9 @@ def _unwrap(model: Any) -> Any:
 
 
 def _fetch(data: Any) -> dict[str, TokenizedSplit]:
-    """The tokenized splits, from a Ray object ref (the normal case) or given inline."""
-    import ray
+    """The tokenized splits, from a Ray object ref (the normal case under Ray) or given inline."""
+    if type(data).__name__ == "ObjectRef":
+        import ray
 
-    if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     return {name: TokenizedSplit.from_arrays(arrays) for name, arrays in data.items()}

@@ -1,0 +1,55 @@
+"""Keeps a sweep's disk use bounded while it runs: a trial a scheduler stopped loses its Train run's
+checkpoints at once (unless `search.keep_stopped_checkpoints`), and of the trials that completed only
+the best so far keeps its checkpoints. A Tune callback on the driver, built lazily so that importing
+this module does not import Ray."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def checkpoint_janitor(train_dir: Path, metric: str, mode: str, keep_stopped: bool) -> Any:
+    """The `ray.tune.Callback` for `RunConfig(callbacks=...)`.
+
+    Args:
+        train_dir: the sweep's Train storage; trial `T`'s checkpoints are `train_dir/T/checkpoint_*`.
+        metric: the validation metric; a trial reports its best so far as `best_<metric>`.
+        keep_stopped: keep the checkpoints of trials a scheduler stopped (to inspect them).
+    """
+    from ray.tune import Callback
+
+    class _Janitor(Callback):
+        def __init__(self) -> None:
+            self.best: tuple[float, str] | None = None
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            result = trial.last_result or {}
+            value = result.get(f"best_{metric}")
+            epochs = (trial.config or {}).get("train.epochs")
+            planned = epochs if epochs is not None else result.get("planned_epochs")
+            # Fewer epochs than planned, without its own early stopping: a scheduler stopped it.
+            stopped_by_scheduler = planned is not None and result.get("epoch", planned) < planned \
+                and not result.get("early_stopped")
+            if stopped_by_scheduler:
+                if not keep_stopped:
+                    self._drop(trial.trial_id)
+                return
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return
+            better = self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0])
+            if better:
+                if self.best is not None:
+                    self._drop(self.best[1])
+                self.best = (value, trial.trial_id)
+            else:
+                self._drop(trial.trial_id)
+
+        def _drop(self, trial_id: str) -> None:
+            for folder in (train_dir / trial_id).glob("checkpoint_*"):
+                if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    return _Janitor()

@@ -1,0 +1,57 @@
+"""Search algorithms: one builder per name in `tunefleet.plugins.SEARCHERS`.
+
+A builder takes the validated spec, the points to try first and the most trials to run at once, and
+returns what `ray.tune.TuneConfig(search_alg=...)` accepts: a `ray.tune.search.Searcher` (Tune wraps it
+in a `ConcurrencyLimiter` when the sweep passes `max_concurrent_trials`) or a `SearchAlgorithm` that
+limits itself. Metric and mode reach it later through `TuneConfig`, so a builder never names them.
+Ray and Optuna are imported inside the builder: naming a searcher in a spec costs nothing.
+
+Adding a search algorithm is a builder here and a line in `plugins.SEARCHERS`;
+`tests/contracts/test_searchers.py` then runs it like every other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..spec import Spec
+
+
+class SearcherBuilder(Protocol):
+    def __call__(self, spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+        """The search algorithm for `spec.search`.
+
+        Args:
+            points: hyperparameters (dotted spec path -> value) to evaluate first, in order.
+            max_concurrent: most trials at once (0: no limit).
+        """
+
+
+def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+    """Optuna's TPE, seeded by `search.seed`; a `Searcher`, so Tune limits its concurrency."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TPE samples at random until it has n_startup_trials results; Optuna's default of 10 would
+    # leave a 16-trial sweep mostly random. A quarter of the budget (3 to 10) lets TPE steer.
+    startup = min(10, max(3, spec.search.num_trials // 4))
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
+    return OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
+
+
+def random_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+    """Tune's random sampling, seeded by `search.seed`."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Not a `Searcher`: Tune ignores `max_concurrent_trials` for it, so it must limit itself.
+    return BasicVariantGenerator(random_state=spec.search.seed, points_to_evaluate=points or None,
+                                 max_concurrent=max_concurrent)
+
+
+def grid_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+    """Every combination of the space's grid and choice values, each once."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # `points` is ignored: the grid tries every value anyway, and a seeded point would run twice.
+    return BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=max_concurrent)
