@@ -10,6 +10,7 @@ Within tunefleet this module imports only `tunefleet.spec`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 def plan_resources(spec: Spec, trial_cpus: float = 0.0, concurrent: int = 1) -> int:
     """Check that `concurrent` runs of this spec fit the cluster; return how many fit at most.
 
+    GPUs are counted per device: a worker's fraction of a GPU (`gpus_per_worker` 0.5, 0.25) must fit
+    on one GPU, so a GPU holds floor(1 / fraction) such workers, and two 0.6 workers need two GPUs.
+
     Args:
         spec: the run's resources section.
         trial_cpus: CPUs a Tune trial's own driver holds on top of its Train workers.
@@ -109,22 +113,58 @@ def plan_resources(spec: Spec, trial_cpus: float = 0.0, concurrent: int = 1) -> 
     total = ray.cluster_resources()
     res = spec.resources
     need_cpu = res.workers * res.cpus_per_worker + trial_cpus
-    need_gpu = res.workers * res.gpus_per_worker
     have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
     problems = []
-    if need_cpu * concurrent > have_cpu:
+    if need_cpu * concurrent > have_cpu + _EPS:
         problems.append(f"{need_cpu * concurrent:g} CPUs ({concurrent} run(s) x ({res.workers} workers x "
                         f"{res.cpus_per_worker:g} CPUs + {trial_cpus:g} for the trial driver)) but the cluster has "
                         f"{have_cpu:g}; lower resources.workers or resources.cpus_per_worker, or add nodes")
-    if need_gpu * concurrent > have_gpu:
-        problems.append(f"{need_gpu * concurrent:g} GPUs but the cluster has {have_gpu:g}; set "
-                        "resources.gpus_per_worker=0 or add GPU nodes")
+    fit = math.floor(have_cpu / need_cpu + _EPS) if need_cpu else concurrent
+    gpus = res.gpus_per_worker
+    if gpus > 1 and gpus != int(gpus):
+        # Ray shares a GPU only between workers that each take a fraction of one.
+        problems.append(f"resources.gpus_per_worker is {gpus:g}; a worker takes a fraction of one GPU (0.5, "
+                        "0.25) or whole GPUs (1, 2, ...); round it")
+    elif gpus:
+        slots = gpu_worker_slots(gpus, _node_gpus())
+        fit = min(fit, slots // res.workers)
+        if res.workers * concurrent > slots:
+            problems.append(_gpu_shortfall(res.workers, concurrent, gpus, have_gpu, slots))
     if problems:
         raise PlanError(f"{spec.source}: resources: the run needs " + "; ".join(problems))
-    fit = have_cpu // need_cpu if need_cpu else concurrent
-    if need_gpu:
-        fit = min(fit, have_gpu // need_gpu)
     return max(1, int(fit))
+
+
+# Fractions like 0.1 are not exact in binary: 1 / 0.1 must count as 10 workers, not 9.
+_EPS = 1e-6
+
+
+def gpu_worker_slots(gpus_per_worker: float, node_gpus: list[float]) -> int:
+    """How many workers of `gpus_per_worker` GPUs these nodes hold: a fraction must fit on one GPU
+    (floor(1 / fraction) per GPU), a whole number on one node."""
+    if gpus_per_worker < 1:
+        return sum(math.floor(n + _EPS) for n in node_gpus) * math.floor(1 / gpus_per_worker + _EPS)
+    return sum(math.floor(n / gpus_per_worker + _EPS) for n in node_gpus)
+
+
+def _node_gpus() -> list[float]:
+    import ray
+
+    return [node["Resources"].get("GPU", 0.0) for node in ray.nodes() if node.get("Alive")]
+
+
+def _gpu_shortfall(workers: int, concurrent: int, gpus: float, have_gpu: float, slots: int) -> str:
+    need = f"{concurrent} run(s) x {workers} workers x {gpus:g} GPU"
+    if have_gpu < 1:
+        return (f"{need} but the cluster has no GPU; set resources.gpus_per_worker: 0 to train on CPUs, or add "
+                "GPU nodes")
+    fix = "lower resources.workers"
+    per_gpu = math.ceil(workers * concurrent / math.floor(have_gpu + _EPS))
+    if gpus < 1 or per_gpu > 1:
+        # The largest fraction that packs every worker onto the GPUs there are.
+        fix += f", or set resources.gpus_per_worker to at most {math.floor(1000 / per_gpu) / 1000:g}"
+    return (f"{need}, and the cluster's {have_gpu:g} GPU(s) hold {slots} such worker(s) (a worker's share of a "
+            f"GPU cannot span two GPUs); {fix}, or add GPU nodes")
 
 
 def storage_uri(spec: Spec) -> str:

@@ -121,6 +121,12 @@ class TrainConfig(_Frozen):
     group_by_length: bool = True
     # Fail a trial whose loss turns NaN/inf instead of burning the rest of its budget.
     fail_on_nonfinite_loss: bool = True
+    # Out of GPU memory: retry the run at half the batch size and twice grad_accum_steps (the same
+    # effective batch), down to batch size 1, instead of failing it.
+    auto_batch_size: bool = False
+    # Recompute activations in the backward pass: about a third more compute for a fraction of the
+    # activation memory, so longer sequences or bigger batches fit.
+    gradient_checkpointing: bool = False
 
 
 class ResourcesConfig(_Frozen):
@@ -241,8 +247,13 @@ _SpecLoader.add_implicit_resolver(
 
 
 def read_yaml(text: str) -> Any:
-    """Parse YAML as a spec (or a serve options file) is read: `2e-5` is a number."""
-    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    """Parse YAML as a spec (or a serve options file) is read: `2e-5` is a number. What
+    `yaml.safe_load` does, with the safe loader above."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_duration(text: str) -> float:

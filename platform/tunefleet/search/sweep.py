@@ -235,13 +235,16 @@ def _check_existing(sweep_dir: Path, name: str, spec: Spec, resume: bool, restar
 
 
 def _concurrency(spec: Spec) -> int:
+    # plan_resources counts GPUs as well as CPUs: with gpus_per_worker 0.25, four trials share a GPU.
     fits = plan_resources(spec, trial_cpus=0.0)
     wanted = spec.search.max_concurrent
     if wanted == "auto":
         return min(fits, spec.search.num_trials)
     if wanted > fits:
+        res = spec.resources
+        gpus = f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else ""
         raise PlanError(f"{spec.source}: search.max_concurrent is {wanted} but the cluster fits {fits} "
-                        f"trial(s) of {spec.resources.workers} worker(s) x {spec.resources.cpus_per_worker:g} CPUs; "
+                        f"trial(s) of {res.workers} worker(s) x {res.cpus_per_worker:g} CPUs{gpus}; "
                         "lower it, use 'auto', or add nodes")
     return wanted
 

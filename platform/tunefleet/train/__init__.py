@@ -17,7 +17,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "train_loop_per_worker": "loop", "run_loop": "loop", "evaluate": "loop", "train_local": "local",
     "build_trainer": "launch", "fit_and_score": "launch", "prepare_data": "launch",
-    "score_checkpoint": "launch", "TrainingDiverged": "launch",
+    "score_checkpoint": "launch", "TrainingDiverged": "launch", "TrainingOutOfMemory": "loop",
     "build_model": "models", "load_tokenizer": "models",
     "Predictor": "predict",
 }

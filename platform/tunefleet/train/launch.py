@@ -17,7 +17,7 @@ from ..data import DataSplits, load_data
 from ..spec import Spec
 from ..tasks import TokenizedSplit, get_task
 from .checkpoint import load_for_inference, read_meta
-from .loop import evaluate, train_loop_per_worker
+from .loop import TrainingOutOfMemory, evaluate, train_loop_per_worker
 from .models import load_tokenizer, resolve_precision
 from .tokenized import tokenize_splits
 
@@ -85,6 +85,8 @@ def fit_and_score(spec: Spec, prepared: PreparedData, run_name: str, tracking: d
     result = build_trainer(spec, data_ref, prepared.splits.label_names, run_name, tracking=tracking).fit()
     train_seconds = time.perf_counter() - started
     summary = result.return_value or {}
+    if summary.get("out_of_memory"):
+        raise TrainingOutOfMemory(f"{spec.name}: {summary['diverged']}")
     if summary.get("diverged"):
         raise TrainingDiverged(f"{spec.name}: training diverged: {summary['diverged']}")
     if result.checkpoint is None:

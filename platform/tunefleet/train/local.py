@@ -20,7 +20,7 @@ from typing import Any
 
 from ..spec import Spec
 from .launch import PreparedData, TrainingDiverged, prepare_data, score_checkpoint
-from .loop import run_loop
+from .loop import TrainingOutOfMemory, run_loop
 from .session import LocalSession
 
 
@@ -40,6 +40,8 @@ def train_local(spec: Spec, output_dir: str | Path, prepared: PreparedData | Non
 
     Raises:
         TrainingDiverged: the loss stopped being finite.
+        TrainingOutOfMemory: out of GPU memory (after halving the batch down to 1 with
+            `train.auto_batch_size`); the message names batch size, max_length, model and the fix.
     """
     prepared = prepared or prepare_data(spec)
     session = LocalSession(output_dir, resume_from=resume_from, device=device)
@@ -48,11 +50,17 @@ def train_local(spec: Spec, output_dir: str | Path, prepared: PreparedData | Non
     started = time.perf_counter()
     result = run_loop(config, session)
     seconds = time.perf_counter() - started
+    if result.get("out_of_memory"):
+        raise TrainingOutOfMemory(f"{spec.name}: {result['diverged']}")
     if result.get("diverged"):
         raise TrainingDiverged(f"{spec.name}: training diverged: {result['diverged']}")
     summary: dict[str, Any] = {"task": spec.task, "model": spec.model.name_or_path, "rank": session.rank,
                                "epochs_run": max((h["epoch"] for h in result["history"]), default=0),
-                               "train_seconds": round(seconds, 2), "history": result["history"]}
+                               "train_seconds": round(seconds, 2), "history": result["history"],
+                               # What the run trained with: smaller than the spec's after out-of-memory
+                               # retries (`train.auto_batch_size`), with the same effective batch.
+                               "batch_size": result["batch_size"], "grad_accum_steps": result["grad_accum_steps"],
+                               "oom_retries": result["oom_retries"]}
     if session.rank == 0 and session.checkpoint is not None:
         from .checkpoint import read_meta
 

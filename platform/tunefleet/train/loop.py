@@ -11,8 +11,9 @@ early-stopping decision.
 
 `config` holds the validated spec as a dict, the tokenized data (a Ray object ref, shared by every
 worker and every trial, or the arrays themselves) and the label names. Every rank returns a summary
-(every reported evaluation, the divergence reason if the loss blew up, and a fingerprint of what the
-rank trained on and ended with); Ray Train hands back rank 0's as `Result.return_value`.
+(every reported evaluation, the divergence or out-of-memory reason if the run failed, the batch size
+and accumulation it trained with, and a fingerprint of what the rank trained on and ended with); Ray
+Train hands back rank 0's as `Result.return_value`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ from .runlog import RunLogger
 from .session import Session
 
 
+class TrainingOutOfMemory(RuntimeError):
+    """The run did not fit in GPU memory; raised by the launchers from the loop's summary."""
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """What Ray Train runs on every worker."""
     from .session import RayTrainSession
@@ -46,19 +51,64 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_loop(config: dict[str, Any], session: Session) -> dict[str, Any]:
+    """Train one run on this worker; returns its summary (see the module docstring).
+
+    Out of GPU memory ends the run as failed, with a reason naming batch size, max_length and model
+    (returned and reported like a divergence, never raised: Ray Train's worker restarts are for faults,
+    and a restarted worker would only run out of memory again). With `train.auto_batch_size` the run
+    starts over in this process at half the batch size and twice the accumulation steps instead, so the
+    effective batch, and so what a sweep compares, stays the same. With several workers this assumes
+    every rank runs out of memory at the same batch (they train the same shapes); one that alone did
+    would leave the others waiting in DDP's all-reduce until its timeout, a fault Ray Train restarts.
+    """
+    quiet_transformers()
+    spec = spec_from_dict(config["spec"])
+    data = _fetch(config["data"])
+    device = session.device()
+    retries: list[str] = []
+    try:
+        while True:
+            try:
+                summary = _run_once(config, spec, data, session, device)
+                return summary | {"batch_size": spec.train.batch_size,
+                                  "grad_accum_steps": spec.train.grad_accum_steps, "oom_retries": retries}
+            except torch.cuda.OutOfMemoryError:
+                cfg = spec.train
+                reason = (f"out of GPU memory at batch_size {cfg.batch_size}, max_length {spec.model.max_length}, "
+                          f"model {spec.model.name_or_path}")
+                if not cfg.auto_batch_size or cfg.batch_size == 1:
+                    fix = ("" if cfg.auto_batch_size else ", or set train.auto_batch_size: true")
+                    failure = f"{reason}: lower train.batch_size or model.max_length{fix}"
+                else:
+                    failure = None
+                    spec = spec.model_copy(update={"train": cfg.model_copy(update={
+                        "batch_size": cfg.batch_size // 2, "grad_accum_steps": cfg.grad_accum_steps * 2})})
+                    retries.append(f"{reason}; retrying at batch_size {spec.train.batch_size}, "
+                                   f"grad_accum_steps {spec.train.grad_accum_steps}")
+                    if session.rank == 0:
+                        print(f"[{spec.name}] {retries[-1]}", flush=True)
+            # Outside the except block: its traceback no longer holds the failed attempt's model,
+            # optimizer and activations, so they can be freed before the next attempt.
+            _free_memory(device)
+            if failure is not None:
+                return _report_failure(spec, session, failure) | {"oom_retries": retries}
+    finally:
+        # A process that runs several trials (reused Tune actors) starts each with the GPU's cache empty.
+        _free_memory(device)
+
+
+def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit], session: Session,
+              device: Any) -> dict[str, Any]:
+    """One attempt at the run with these settings: set up, then loop epochs."""
     from transformers import get_linear_schedule_with_warmup
 
     # ---- setup ------------------------------------------------------------------------------------
-    quiet_transformers()
-    spec = spec_from_dict(config["spec"])
     cfg = spec.train
     label_names: list[str] = config["label_names"]
-    data = _fetch(config["data"])
     task = get_task(spec.task)
     rank, world = session.rank, session.world
     # A worker is given `cpus_per_worker` CPUs; more torch threads than that only fight each other.
     torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
-    device = session.device()
     precision = resolve_precision(cfg.precision, str(device))
     if device.type == "cuda":
         # TF32 for what still runs in fp32 under autocast (the optimizer step, fp32 runs): ~8x the
@@ -74,6 +124,13 @@ def run_loop(config: dict[str, Any], session: Session) -> dict[str, Any]:
         model = build_model(task, resume_dir or spec.model.name_or_path, label_names,
                             None if resume_dir else cfg.dropout)
         state = load_training_state(resume_dir) if resume_dir else None
+    if cfg.gradient_checkpointing:
+        # Before DDP wraps the model. Non-reentrant: the reentrant variant breaks under DDP and
+        # needs inputs that require grad.
+        if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5 on
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = session.prepare(model)
     # fused: one kernel over all parameters instead of a loop of per-tensor ops; on CPU the default
     # AdamW step costs more than a short batch's forward and backward (benchmarks/throughput.py).
@@ -328,6 +385,25 @@ def _report_divergence(run: _Run, epoch: int, loss: float) -> dict[str, Any]:
                         f"best_val_{spec.train.metric}": progress.best, "diverged": 1, "diverged_reason": reason},
                        None)
     return {"history": progress.history, "diverged": reason}
+
+
+def _report_failure(spec: Spec, session: Session, reason: str) -> dict[str, Any]:
+    """End a run that cannot train (out of GPU memory) as a failed one, the way a divergence ends:
+    through `diverged`/`diverged_reason`, which the sweep turns into a failed trial with this reason
+    and the launchers into an error. Returned, not raised, so Ray Train does not restart the worker."""
+    print(f"[{spec.name}] failed: {reason}", flush=True)
+    worst = -math.inf if spec.metric_mode() == "max" else math.inf
+    session.report({"epoch": 0.0, "step": 0, f"val_{spec.train.metric}": worst, f"best_val_{spec.train.metric}": worst,
+                    "diverged": 1, "diverged_reason": reason}, None)
+    return {"history": [], "diverged": reason, "out_of_memory": True}
+
+
+def _free_memory(device: Any) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
