@@ -16,11 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import tiny_spec_dict
+from conftest import processes_naming, tiny_spec_dict
 from tunefleet.cluster import gpu_worker_slots
 
 DRIVER = r"""
@@ -81,19 +80,6 @@ print(json.dumps(out))
 """
 
 
-def _ours(marker: str) -> list[int]:
-    """Processes whose command line names this test's own Ray temp folder."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.fixture(scope="module")
 def one_gpu_cluster(tiny_model, tmp_path_factory) -> dict:
     """What the driver above saw on a 4-CPU, 1-GPU local cluster."""
@@ -109,7 +95,7 @@ def one_gpu_cluster(tiny_model, tmp_path_factory) -> dict:
         os.killpg(driver.pid, signal.SIGKILL)
         out, err = driver.communicate()
     finally:
-        for pid in _ours(temp_dir):  # only this cluster's processes: they name its temp folder
+        for pid in processes_naming(temp_dir):  # only this cluster's processes: they name its temp folder
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import free_port, tiny_spec_dict
+from conftest import free_port, processes_naming, tiny_spec_dict
 
 DRIVER = r"""
 import json, os, sys, threading, time
@@ -85,19 +84,6 @@ finally:
 """
 
 
-def _ours(marker: str) -> list[int]:
-    """Processes whose command line names this test's own Ray temp folder."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and int(proc.name) != os.getpid():
-            try:
-                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.fixture(scope="module")
 def two_node_sweep(tiny_model, tmp_path_factory):
     """Run the sweep on a fresh two-node cluster, killing the worker node mid-sweep; the driver's
@@ -123,7 +109,7 @@ def two_node_sweep(tiny_model, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(driver.pid, signal.SIGKILL)
             out, _ = driver.communicate()
-    leftovers = _ours(temp_dir)
+    leftovers = processes_naming(temp_dir)
     for pid in leftovers:  # only this cluster's processes: they name its temp folder
         try:
             os.kill(pid, signal.SIGKILL)
