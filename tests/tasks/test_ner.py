@@ -212,3 +212,17 @@ def test_predictor_answers_hand_worked_spans(lexicon_predictor):
     assert lexicon_predictor.predict(texts) == [{"entities": entities} for _, entities in HAND_WORKED]
     # One at a time (no padding) gives the same answers as the padded batch.
     assert [lexicon_predictor.predict([text])[0] for text in texts] == [{"entities": e} for _, e in HAND_WORKED]
+
+
+def test_a_word_the_tokenizer_drops_is_refused_not_misaligned():
+    """The bundled tokenizer turns a zero-width space into nothing: word 2 would have no prediction,
+    and every later word's prediction would be scored against the previous word's gold tag."""
+    from tunefleet.data import DataError, Examples
+    from tunefleet.train.models import load_tokenizer
+
+    tokenizer = load_tokenizer("bundled-minilm")
+    examples = Examples(texts=None, tokens=[["John", "lives"], ["John", "\u200b", "lives"]],
+                        labels=[["B-PER", "O"], ["B-PER", "O", "O"]])
+    with pytest.raises(DataError) as info:
+        TokenClassification().tokenize(examples, tokenizer, ["O", "B-PER", "I-PER"], max_length=32)
+    assert "sentence 2, word 2 ('\\u200b')" in str(info.value) and "no tokens" in str(info.value)

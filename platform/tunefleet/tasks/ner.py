@@ -92,6 +92,7 @@ class TokenClassification:
         for i, word_tags in enumerate(examples.labels):
             tag_ids = [tag_to_id[tag] for tag in word_tags]
             row = encoded["input_ids"][i]
+            _check_every_word_has_tokens(examples.tokens[i], encoded.word_ids(i), i, tokenizer)
             ids.extend(row)
             labels.extend(align_labels(encoded.word_ids(i), tag_ids))
             gold.extend(tag_ids)
@@ -178,6 +179,25 @@ class TokenClassification:
                          Property("end", DataType.long), Property("text", DataType.string),
                          Property("score", DataType.double)])
         return Schema([ColSpec(Array(entity), "entities")])
+
+
+def _check_every_word_has_tokens(words: list[str], word_ids: list[int | None], sentence: int, tokenizer: Any) -> None:
+    """Refuse a word the tokenizer turns into nothing (a zero-width space, a control character).
+
+    Predictions are per word that has tokens, and gold tags per word: a word without tokens in the
+    middle of a sentence would shift every later prediction onto the wrong gold tag, silently. Words
+    cut by truncation (after the last word that has tokens) are fine: they count as missed.
+    """
+    present = {word for word in word_ids if word is not None}
+    last = max(present, default=-1)
+    missing = [word for word in range(last + 1) if word not in present]
+    if missing:
+        word = missing[0]
+        raise DataError(
+            f"sentence {sentence + 1}, word {word + 1} ({words[word]!r}): the tokenizer of "
+            f"{getattr(tokenizer, 'name_or_path', 'the model')} gives it no tokens, so its tag could be neither "
+            f"learned nor scored; remove such characters (zero-width spaces, control characters) from the data, "
+            f"or use a model whose tokenizer keeps them")
 
 
 def spans_from_tags(text: str, words: list[tuple[int, int, str, float]]) -> list[dict[str, Any]]:
