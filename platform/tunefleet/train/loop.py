@@ -376,14 +376,10 @@ class _Seen:
 def _report_divergence(run: _Run, epoch: int, loss: float) -> dict[str, Any]:
     """End the run as diverged. The caller turns this into a failed trial with the reason; raising
     here instead would make Ray Train retry a run that would only diverge again."""
-    spec, progress = run.spec, run.progress
-    worst = -math.inf if progress.maximize else math.inf
+    progress = run.progress
     reason = f"non-finite loss/gradient ({loss}) at epoch {epoch + 1}, step {progress.step + 1}"
-    print(f"[{spec.name}] diverged: {reason}", flush=True)
-    # The metric keys stay present (schedulers insist on them), at the worst possible value.
-    run.session.report({"epoch": float(epoch + 1), "step": progress.step, f"val_{spec.train.metric}": worst,
-                        f"best_val_{spec.train.metric}": progress.best, "diverged": 1, "diverged_reason": reason},
-                       None)
+    print(f"[{run.spec.name}] diverged: {reason}", flush=True)
+    _report_failed(run.spec, run.session, reason, float(epoch + 1), progress.step, progress.best)
     return {"history": progress.history, "diverged": reason}
 
 
@@ -393,9 +389,17 @@ def _report_failure(spec: Spec, session: Session, reason: str) -> dict[str, Any]
     and the launchers into an error. Returned, not raised, so Ray Train does not restart the worker."""
     print(f"[{spec.name}] failed: {reason}", flush=True)
     worst = -math.inf if spec.metric_mode() == "max" else math.inf
-    session.report({"epoch": 0.0, "step": 0, f"val_{spec.train.metric}": worst, f"best_val_{spec.train.metric}": worst,
-                    "diverged": 1, "diverged_reason": reason}, None)
+    _report_failed(spec, session, reason, 0.0, 0, worst)
     return {"history": [], "diverged": reason, "out_of_memory": True}
+
+
+def _report_failed(spec: Spec, session: Session, reason: str, epoch: float, step: int, best: float) -> None:
+    """The last report of a failed run. The metric keys stay present (schedulers insist on them), at
+    the worst possible value; `diverged_reason` is what the sweep shows as the trial's failure."""
+    metric = spec.train.metric
+    worst = -math.inf if spec.metric_mode() == "max" else math.inf
+    session.report({"epoch": epoch, "step": step, f"val_{metric}": worst, f"best_val_{metric}": best,
+                    "diverged": 1, "diverged_reason": reason}, None)
 
 
 def _free_memory(device: Any) -> None:

@@ -73,8 +73,8 @@ def available_model_path(name_or_path: str) -> str:
         ModelError: naming the model and how to point at a local folder.
     """
     path = resolve_model_path(name_or_path)
-    looks_local = path.startswith((".", "/", "~")) or os.sep in path and Path(path).expanduser().exists()
-    if looks_local or Path(path).expanduser().exists():
+    # A path-like name, or anything that exists on disk, is a local folder; the rest are hub ids.
+    if path.startswith((".", "/", "~")) or Path(path).expanduser().exists():
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise ModelError(f"model.name_or_path {name_or_path!r}: no such folder; give a folder holding "
