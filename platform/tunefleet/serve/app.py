@@ -20,7 +20,7 @@ batching replica answers (benchmarks/RESULTS.md); it takes exactly one replica p
 multi-node cluster the documented way to combine it with load balancing is Ray's HAProxy mode
 (deploy/README.md).
 
-Requests that arrive together are batched (`_serve_batch.MicroBatcher`, `serve.batch`'s knobs, with
+Requests that arrive together are batched (`batching.MicroBatcher`, `serve.batch`'s knobs, with
 batches formed only when the model is free): one forward pass over the texts of up to
 `max_batch_size` requests, the first waiting at most `batch_wait_timeout_s` for others. Forward passes
 run one at a time on a dedicated thread, off the event loop that keeps accepting requests.

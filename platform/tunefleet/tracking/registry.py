@@ -1,7 +1,7 @@
 """The model registry: register a sweep's best model and promote it with aliases, only if it is better.
 
 Each registered model (named after the spec's `name`) has versions; a version is a pyfunc (see
-`_pyfunc`) carrying the checkpoint. Aliases, not the deprecated stages:
+`pyfunc`) carrying the checkpoint. Aliases, not the deprecated stages:
 - `challenger`: set on every new version, kept by the latest version that did not become champion;
 - `champion`: what `NAME` alone resolves to (serve, predict). A new version takes it only if its
   test metric beats the champion's by the margin (`tracking.promotion_margin`); the first version
@@ -17,7 +17,7 @@ under a per-model lock, so exactly one consistent champion results (the better o
   the lock only if our token is still there, else back off and retry. A writer that read "free"
   just before us has written by the time we re-read, so at most one of two racers sees its own
   token. Leases expire (60 s) so a crashed holder cannot block the model forever. The lock lives
-  in `_registry_lock`.
+  in `lock`.
 """
 
 from __future__ import annotations
