@@ -50,12 +50,26 @@ def score_by_epoch(epochs: int):
     """
 
     def trainable(config):
+        import json
+        import os
+        import tempfile
+
         from ray import tune
 
+        # A trial paused by a synchronous scheduler (HyperBand) restarts from its latest checkpoint, as
+        # the training loop does; one without checkpoints would replay epoch 1 and reach the
+        # milestone again, to be paused again, forever.
+        start = 1
+        if (checkpoint := tune.get_checkpoint()) is not None:
+            with checkpoint.as_directory() as folder, open(os.path.join(folder, "epoch.json")) as f:
+                start = json.load(f) + 1
         lr = config["train.lr"]
-        for epoch in range(1, epochs + 1):
+        for epoch in range(start, epochs + 1):
             value = 0.1 if lr <= 1.0e-6 else 0.5 + 0.1 * epoch - abs(math.log10(lr) + 3) / 100
-            tune.report({"epoch": epoch, METRIC: value})
+            with tempfile.TemporaryDirectory() as folder:
+                with open(os.path.join(folder, "epoch.json"), "w") as f:
+                    json.dump(epoch, f)
+                tune.report({"epoch": epoch, METRIC: value}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     return trainable
 
