@@ -163,7 +163,9 @@ class TokenClassification:
                 else:  # a later sub-word of the same word only extends its character span
                     words[-1] = (words[-1][0], end, words[-1][2], words[-1][3])
                 previous = word
-            results.append({"entities": spans_from_tags(item["text"], words)})
+            text = item["text"]
+            words = [(*_without_spaces(text, start, end), tag, prob) for start, end, tag, prob in words]
+            results.append({"entities": spans_from_tags(text, words)})
         return results
 
     def input_schema(self) -> Any:
@@ -198,6 +200,17 @@ def _check_every_word_has_tokens(words: list[str], word_ids: list[int | None], s
             f"{getattr(tokenizer, 'name_or_path', 'the model')} gives it no tokens, so its tag could be neither "
             f"learned nor scored; remove such characters (zero-width spaces, control characters) from the data, "
             f"or use a model whose tokenizer keeps them")
+
+
+def _without_spaces(text: str, start: int, end: int) -> tuple[int, int]:
+    """A word's character span without surrounding whitespace. SentencePiece-style tokenizers whose
+    "▁" stands for the space before a word, with no whitespace split before it (DeBERTa-v2/v3), give
+    the word's first piece ("▁Berlin") the offsets of that space too: the entity starts at the word."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def spans_from_tags(text: str, words: list[tuple[int, int, str, float]]) -> list[dict[str, Any]]:

@@ -60,6 +60,50 @@ def load_tokenizer(name_or_path: str) -> Any:
         raise ModelError(f"model.name_or_path {name_or_path!r}: its tokenizer has no fast (Rust) version, which "
                          f"tunefleet needs for word alignment and character offsets; save one with "
                          f"AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(folder)")
+    if _byte_level_without_prefix_space(tokenizer):
+        tokenizer = _with_prefix_space(path)
+    return tokenizer
+
+
+def _byte_level_without_prefix_space(tokenizer: Any) -> bool:
+    """Whether the tokenizer is byte-level BPE (RoBERTa, GPT-2, BART, ModernBERT) that marks a word
+    start by the space before it ("Ġ") but adds none to the input's first word."""
+    from tokenizers import pre_tokenizers
+
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
+    return isinstance(pre_tokenizer, pre_tokenizers.ByteLevel) and not pre_tokenizer.add_prefix_space
+
+
+def _with_prefix_space(path: str) -> Any:
+    """The byte-level tokenizer at `path`, adding a space before the input's first word.
+
+    Why: NER feeds pre-split words (`is_split_into_words`), and without it a byte-level tokenizer sees
+    each word as the start of a text, with no space before it: "Berlin" becomes `Ber lin` in training
+    where the served text " ... in Berlin" gives `ĠBerlin`, so the model is trained on pieces that
+    serving never produces. With it, every word gets its "Ġ" whether it comes alone or inside a text,
+    and the first word of a text looks like every other. It is set for every task, not only NER, so a
+    model folder always means one tokenization, whichever task reads it.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    # Model classes that know the option (RobertaTokenizer, GPT2Tokenizer, ...) rebuild their
+    # pre-tokenizer with it and record it in tokenizer_config.json, so a checkpoint keeps it.
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, add_prefix_space=True)
+    if _byte_level_without_prefix_space(tokenizer):
+        # A generic class (tokenizer_class TokenizersBackend / PreTrainedTokenizerFast) takes
+        # tokenizer.json's pipeline as it is and ignores the option: set it in the pipeline, which
+        # save_pretrained writes back to tokenizer.json.
+        backend = tokenizer.backend_tokenizer
+        state = json.loads(backend.to_str())
+        for part in ("pre_tokenizer", "post_processor"):
+            if isinstance(state.get(part), dict) and "add_prefix_space" in state[part]:
+                state[part]["add_prefix_space"] = True
+        patched = Tokenizer.from_str(json.dumps(state))
+        backend.pre_tokenizer = patched.pre_tokenizer
+        backend.post_processor = patched.post_processor
     return tokenizer
 
 
@@ -161,11 +205,6 @@ def build_model(task: Any, name_or_path: str, label_names: list[str], dropout: f
     return model
 
 
-# Where heads live in the common encoders (BERT, RoBERTa, DeBERTa, ELECTRA: `classifier`;
-# DistilBERT adds `pre_classifier`).
-_HEAD_MODULES = ("pre_classifier", "classifier")
-
-
 def _head_labels(config: Any) -> list[str] | None:
     """The labels of the task head a checkpoint was saved with, or None for a bare encoder."""
     heads = [a for a in (config.architectures or []) if a.endswith(("ForSequenceClassification", "ForTokenClassification"))]
@@ -186,15 +225,23 @@ def _reinitialise_head(model: Any) -> None:
 
     std = getattr(model.config, "initializer_range", 0.02)
     with torch.no_grad():
-        for name in _HEAD_MODULES:
-            head = getattr(model, name, None)
-            if head is None:
-                continue
-            for module in head.modules() if isinstance(head, torch.nn.Module) else []:
+        for head in _head_modules(model):
+            for module in head.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.weight.normal_(0.0, std)
                     if module.bias is not None:
                         module.bias.zero_()
+
+
+def _head_modules(model: Any) -> list[Any]:
+    """The task head: every module the task's model class adds beside the encoder (`model.bert`,
+    `model.deberta`, ...). Not a list of names: the families differ (`classifier`; DistilBERT's
+    `pre_classifier`; DeBERTa's `pooler`, which DebertaV2Model lacks, so it was trained for the old
+    labels too; ModernBERT's `head`), and the encoder's own pretrained pooler (BERT's) is not head."""
+    encoder = model.base_model_prefix
+    if getattr(model, encoder, None) is None:  # an unusual layout: only what is surely head
+        return [module for name, module in model.named_children() if name in ("pre_classifier", "classifier")]
+    return [module for name, module in model.named_children() if name != encoder]
 
 
 def bf16_supported(device: str) -> bool:
