@@ -4,13 +4,13 @@
   wins;
 - a process killed (SIGKILL) while writing a checkpoint leaves nothing that the registry, a sweep's
   best-trial pick or a loader would use, and the next save publishes normally;
-- the sweep's driver killed: `--resume` finishes the sweep, and MLflow holds exactly one child run per
-  trial under the one parent run (completed trials are neither re-run nor logged twice);
 - the MLflow server going away mid-sweep: training goes on, the sweep's summary is intact (exit 1 and
   one error line saying what MLflow missed), and `--resume` once the server is back registers the best
   model without training again.
 
-A Train worker killed mid-epoch is `tests/test_search.py::test_a_killed_worker_recovers_from_its_checkpoint`;
+A Train worker killed mid-epoch is `tests/test_search.py::test_a_killed_worker_recovers_from_its_checkpoint`,
+the sweep's driver killed (resume, searcher memory, one MLflow child run per trial) is
+`tests/test_search.py::test_resume_after_the_driver_is_killed`;
 the tracking store unreachable at start is `tests/test_tracking.py::
 test_unreachable_server_is_one_line_and_exit_2_before_any_training`.
 """
@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -153,76 +152,6 @@ def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tm
 
 
 # ---- the driver killed, with MLflow tracking ------------------------------------------------------
-
-def _results(path: Path) -> list[dict]:
-    """The reported epochs of a result file (Tune may rewrite the file on restore, the same results)."""
-    keys = ("epoch", "step", "train_loss", "val_accuracy")
-    return [{k: r.get(k) for k in keys} for r in map(json.loads, path.read_text().splitlines())]
-
-
-def _terminated_trials(sweep_dir: Path) -> dict[str, list[dict]]:
-    """Trials the sweep's saved state marks TERMINATED, with the results their file holds."""
-    states = sorted(sweep_dir.glob("experiment_state-*.json"))
-    if not states:
-        return {}
-    try:
-        state = json.loads(states[-1].read_text())
-    except (OSError, ValueError):  # being rewritten
-        return {}
-    done = {}
-    for entry in state.get("trial_data", []):
-        info = entry[0] if isinstance(entry, list) else entry
-        info = json.loads(info) if isinstance(info, str) else info
-        result = sweep_dir / info.get("trial_id", "?") / "result.json"
-        if info.get("status") == "TERMINATED" and result.exists():
-            done[info["trial_id"]] = _results(result)
-    return done
-
-
-@pytest.mark.slow
-def test_resume_after_the_driver_is_killed_logs_each_trial_once(tiny_model, tmp_path, ray_cluster):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="resumed", train={"epochs": 2},
-                         tracking={"uri": uri, "enabled": True},
-                         resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
-                         search={"num_trials": 3, "max_concurrent": 1, "scheduler": "none", "space": LR})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    spec = load_spec(path)
-    sweep_dir = tmp_path / "runs" / sweep_name(spec)
-    driver = subprocess.Popen([sys.executable, "-m", "tunefleet.cli", "sweep", str(path)], cwd=tmp_path,
-                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not (finished := _terminated_trials(sweep_dir)):
-            assert driver.poll() is None, "the sweep ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.5)
-    finally:
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    parent_id = json.loads((sweep_dir / "mlflow.json").read_text())["parent_run_id"]
-
-    summary = run_sweep(spec, resume=True)
-    assert summary["trials"]["total"] == 3 and summary["trials"]["failed"] == 0
-    assert summary["mlflow"]["parent_run_id"] == parent_id
-    client = tracking.client_for(uri)
-    experiment = client.get_experiment_by_name("resumed").experiment_id
-    sweeps = client.search_runs([experiment], "tags.`tunefleet.kind` = 'sweep'")
-    assert [r.info.run_id for r in sweeps] == [parent_id] and sweeps[0].info.status == "FINISHED"
-    children = client.search_runs([experiment], f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'")
-    trial_ids = [t["trial_id"] for t in json.loads((sweep_dir / "trials.json").read_text())]
-    assert Counter(c.data.tags[tracking.TRIAL_TAG] for c in children) == Counter(trial_ids)  # one child each
-    by_trial = {c.data.tags[tracking.TRIAL_TAG]: c for c in children}
-    for trial_id, results in finished.items():
-        # Finished before the kill: not run again (the same results), its metrics logged once per epoch.
-        assert _results(sweep_dir / trial_id / "result.json") == results and len(results) == 2
-        history = client.get_metric_history(by_trial[trial_id].info.run_id, "val_accuracy")
-        assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert summary["registered"]["version"] == 1
-
 
 # ---- the MLflow server going away mid-sweep -------------------------------------------------------
 

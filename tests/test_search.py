@@ -311,12 +311,20 @@ def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
 
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster, monkeypatch):
-    """--resume finishes the sweep without re-running finished trials, and the search algorithm
-    resumes with its memory: the restored Optuna study holds the trials the first driver finished."""
+    """--resume finishes the sweep without re-running finished trials; the search algorithm resumes
+    with its memory (the restored Optuna study holds the trials the first driver finished); and MLflow
+    keeps one parent run and one child run per trial, the finished ones' metrics logged once per epoch.
+    (One sweep checks all three: killing and resuming a sweep is the suite's dearest setup.)"""
+    from collections import Counter
+
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch
 
-    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", train={"epochs": 2},
+    from tunefleet.tracking import runs as tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="resumed", train={"epochs": 2},
+                         tracking={"uri": uri, "enabled": True},
                          resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
                          search={"num_trials": 4, "max_concurrent": 1, "scheduler": "none",
                                  "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
@@ -329,9 +337,12 @@ def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster, mo
 
     spec = load_spec(path)
     sweep_dir = tmp_path / "runs" / sweep_name(spec)
-    finished_before = _wait_for_finished_trials(sweep_dir, 2, driver)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait(timeout=30)
+    try:
+        finished_before = _wait_for_finished_trials(sweep_dir, 2, driver)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    parent_id = json.loads((sweep_dir / "mlflow.json").read_text())["parent_run_id"]
 
     # What the searcher knows the moment Tune restores it, before the resumed sweep asks it anything.
     restored: list[dict[str, tuple]] = []
@@ -359,6 +370,21 @@ def test_resume_after_the_driver_is_killed(tiny_model, tmp_path, ray_cluster, mo
         # A completed trial is kept, not re-run: it reported nothing after the resume.
         assert trial_id in trials
         assert (sweep_dir / trial_id / "result.json").read_text() == before
+
+    # MLflow: the same parent run, one child per trial, the finished trials' epochs logged once each.
+    assert summary["mlflow"]["parent_run_id"] == parent_id
+    client = tracking.client_for(uri)
+    experiment = client.get_experiment_by_name("resumed").experiment_id
+    sweeps = client.search_runs([experiment], "tags.`tunefleet.kind` = 'sweep'")
+    assert [r.info.run_id for r in sweeps] == [parent_id] and sweeps[0].info.status == "FINISHED"
+    children = client.search_runs([experiment], f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'")
+    assert Counter(c.data.tags[tracking.TRIAL_TAG] for c in children) == Counter(list(trials))  # one child each
+    by_trial = {c.data.tags[tracking.TRIAL_TAG]: c for c in children}
+    for trial_id in finished_before:
+        history = client.get_metric_history(by_trial[trial_id].info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == sorted({m.step for m in history}) and len(history) == 2
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert summary["registered"]["version"] == 1
 
 
 def _wait_for_finished_trials(sweep_dir: Path, count: int, driver: subprocess.Popen) -> dict[str, str]:
