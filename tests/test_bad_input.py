@@ -166,6 +166,13 @@ CASES = [
     Case("spec bad time budget", "spec", sweep(search={"time_budget": "soon"}), ("spec.yaml", "search.time_budget", "90s")),
     Case("spec two bad fields", "spec", sweep(train={"lr": -1, "epochs": 0}), ("spec.yaml",), lines=2),
     # ---- search spaces
+    Case("spec LoRA rank zero", "spec", sweep(train={"peft": {"r": 0}}),
+         ("spec.yaml", "train.peft.r", "greater than or equal to 1")),
+    Case("spec LoRA target module not in the model", "spec", sweep(train={"peft": {"target_modules": ["query", "qkv"]}}),
+         ("spec.yaml", "train.peft.target_modules", "'qkv'", "dense, key, query, value")),
+    Case("space LoRA setting without train.peft", "search space",
+         sweep(search={"space": {"train.peft.r": {"choice": [4, 8]}}}),
+         ("spec.yaml", "search.space.train.peft.r", "train.peft is not set")),
     Case("space loguniform from 0", "search space", sweep(search={"space": {"train.lr": {"loguniform": [0, 1e-3]}}}),
          ("spec.yaml", "search.space.train.lr.loguniform", "low > 0")),
     Case("space unknown path", "search space", sweep(search={"space": {"train.learning_rate": {"uniform": [0, 1]}}}),

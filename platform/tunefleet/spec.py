@@ -100,6 +100,35 @@ class ModelConfig(_Frozen):
     max_length: int = Field(128, ge=8, le=4096)
 
 
+class PeftConfig(_Frozen):
+    """`train.peft`: parameter-efficient fine-tuning. LoRA trains a low-rank update (rank `r`, scaled by
+    `alpha / r`) beside each adapted Linear layer of the frozen encoder; the task head is trained whole.
+    What gets registered is the merged, plain model (see `train/peft.py`)."""
+
+    method: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # Encoder Linear layers to adapt, by the last part(s) of their name (`query`, `attention.output.dense`).
+    # None: the model type's default (query and value projections for BERT, RoBERTa, ELECTRA, DistilBERT,
+    # DeBERTa-v2 and MPNet; peft's own default for other types).
+    target_modules: list[str] | None = None
+
+    @field_validator("target_modules")
+    @classmethod
+    def _module_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one layer name, e.g. [query, value], or leave it out for the "
+                             "model type's default")
+        bad = [name for name in value if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a module name; write the last part(s) of a Linear layer's "
+                             "name, e.g. query or attention.output.dense")
+        return value
+
+
 class TrainConfig(_Frozen):
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(32, ge=1)
@@ -127,6 +156,8 @@ class TrainConfig(_Frozen):
     # Recompute activations in the backward pass: about a third more compute for a fraction of the
     # activation memory, so longer sequences or bigger batches fit.
     gradient_checkpointing: bool = False
+    # Parameter-efficient fine-tuning (LoRA); None trains every weight.
+    peft: PeftConfig | None = None
 
 
 class ResourcesConfig(_Frozen):
@@ -391,6 +422,8 @@ def _tunable_paths() -> dict[str, Any]:
     for section, model in (("train", TrainConfig), ("model", ModelConfig), ("data", DataConfig)):
         for name, info in model.model_fields.items():
             paths[f"{section}.{name}"] = info.annotation
+    for name, info in PeftConfig.model_fields.items():
+        paths[f"train.peft.{name}"] = info.annotation
     return paths
 
 
@@ -405,6 +438,11 @@ def check_search_space(space: dict[str, Any], spec: Spec | None = None) -> list[
             near = [p for p in tunable if p.split(".")[-1] == path.split(".")[-1]]
             hint = f"; did you mean {near[0]}?" if near else "; tunable paths look like train.lr or model.max_length"
             problems.append(f"{where}: unknown spec path{hint}")
+            continue
+        if spec is not None and spec.train.peft is None and path.startswith("train.peft."):
+            # Searching a LoRA setting must not quietly turn a full fine-tuning spec into LoRA trials.
+            problems.append(f"{where}: train.peft is not set, so the spec trains every weight and has no "
+                            "LoRA setting to search; add `peft: {method: lora}` under train, or drop this path")
             continue
         if not isinstance(dist, dict) or len(dist) != 1:
             problems.append(f"{where}: write one distribution, e.g. {{loguniform: [1.0e-5, 2.0e-4]}}; "

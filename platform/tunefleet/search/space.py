@@ -86,8 +86,9 @@ def _point_in_space(raw: dict[str, Any], space: dict[str, dict[str, Any]]) -> di
     """`raw`'s value at every dotted path of `space`, if all are there and inside their ranges."""
     point = {}
     for path, dist in space.items():
-        section, name = path.split(".", 1)
-        value = (raw.get(section) or {}).get(name)
+        value: Any = raw
+        for part in path.split("."):  # `train.lr`, or a nested section's `train.peft.r`
+            value = value.get(part) if isinstance(value, dict) else None
         (kind, args), = dist.items()
         if value is None:
             return None

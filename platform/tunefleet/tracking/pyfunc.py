@@ -87,12 +87,13 @@ def save_pyfunc(checkpoint: str, path: str, task: str, example_inputs: list[dict
     import mlflow.pyfunc
     import pandas as pd
 
-    from ..train.checkpoint import STATE_FILE
+    from ..train.checkpoint import ADAPTER_DIR, STATE_FILE
 
     with tempfile.TemporaryDirectory(prefix="tunefleet-pyfunc-") as tmp:
-        # Optimizer and RNG state are for resuming training, not for serving: leave them out.
+        # Optimizer and RNG state, and a LoRA run's adapter (its weights are merged into the model),
+        # are for resuming training, not for serving: leave them out.
         clean = Path(tmp) / CHECKPOINT_DIR
-        shutil.copytree(checkpoint, clean, ignore=shutil.ignore_patterns(STATE_FILE))
+        shutil.copytree(checkpoint, clean, ignore=shutil.ignore_patterns(STATE_FILE, ADAPTER_DIR))
         requirements = [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "pandas")]
         mlflow.pyfunc.save_model(
             path, loader_module=__name__, data_path=str(clean), code_paths=None,

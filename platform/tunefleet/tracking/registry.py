@@ -146,11 +146,15 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
         client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path)
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     numbers = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    trained = (meta.get("spec") or {}).get("train") or {}
     validation = {k: v for k, v in meta.get("validation", {}).items() if isinstance(v, (int, float))}
     tags = {"tunefleet.metric": metric, "tunefleet.mode": mode, "tunefleet.test_metric": repr(float(numbers[metric])),
             "tunefleet.metrics": json.dumps({"test": numbers, "validation": validation}),
             "tunefleet.margin": repr(float(margin)), "tunefleet.task": meta["task"],
             "tunefleet.source_sweep": source_sweep or "",
+            # Full fine-tuning or LoRA (merged into the registered weights), and what it trained.
+            "tunefleet.finetuning": (trained.get("peft") or {}).get("method", "full"),
+            "tunefleet.trainable_parameters": str((meta.get("parameters") or {}).get("trainable", "")),
             # What trained it, so that a later sweep can start from the champion's hyperparameters.
             "tunefleet.spec": _spec_tag(meta.get("spec") or {})}
     _ensure_registered_model(client, name)

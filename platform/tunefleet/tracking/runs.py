@@ -193,7 +193,7 @@ def start_sweep_run(spec: Spec, sweep_name: str, sweep_dir: Path, resume: bool) 
             client.update_run(saved["parent_run_id"], status="RUNNING")
             return TrackingTarget(uri, experiment, saved["experiment_id"], saved["parent_run_id"])
     tags = {"mlflow.runName": sweep_name, "tunefleet.kind": "sweep", "tunefleet.sweep": sweep_name,
-            **_context_tags()}
+            **_finetuning_tags(spec), **_context_tags()}
     run = client.create_run(experiment_id, run_name=sweep_name, tags=tags)
     target = TrackingTarget(uri, experiment, experiment_id, run.info.run_id)
     params = _flat_params(spec) | {"search.space": json.dumps(spec.search.space, sort_keys=True)[:MAX_PARAM]}
@@ -235,7 +235,8 @@ def start_single_run(spec: Spec, run_name: str) -> TrackingTarget | None:
         return None
     uri, client, experiment, experiment_id = _open_experiment(spec)
     run = client.create_run(experiment_id, run_name=run_name,
-                            tags={"mlflow.runName": run_name, "tunefleet.kind": "train", **_context_tags()})
+                            tags={"mlflow.runName": run_name, "tunefleet.kind": "train", **_finetuning_tags(spec),
+                                  **_context_tags()})
     target = TrackingTarget(uri, experiment, experiment_id, run.info.run_id)
     _log_params(client, target.run_id, _flat_params(spec))
     return target
@@ -315,15 +316,31 @@ def finish_single_run(target: TrackingTarget | None, summary: dict[str, Any], sp
 # ---- helpers --------------------------------------------------------------------------------------
 
 def _flat_params(spec: Spec) -> dict[str, Any]:
+    """The spec as dotted params (`train.lr`, and nested sections too: `train.peft.r`); the search
+    space is logged whole, apart."""
+    raw = spec.to_dict()
+    raw["search"] = {k: v for k, v in raw["search"].items() if k != "space"}
     flat: dict[str, Any] = {}
-    for section, values in spec.to_dict().items():
-        if section == "search":
-            values = {k: v for k, v in values.items() if k != "space"}
-        if isinstance(values, dict):
-            flat |= {f"{section}.{k}": v for k, v in values.items()}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                add(f"{prefix}.{key}" if prefix else key, inner)
         else:
-            flat[section] = values
+            flat[prefix] = value
+
+    add("", raw)
     return flat
+
+
+def _finetuning_tags(spec: Spec) -> dict[str, str]:
+    """How the run trains: `full` (every weight) or `lora`, with LoRA's settings in one readable tag."""
+    lora = spec.train.peft
+    if lora is None:
+        return {"tunefleet.finetuning": "full"}
+    targets = ",".join(lora.target_modules) if lora.target_modules else "default"
+    return {"tunefleet.finetuning": lora.method,
+            "tunefleet.peft": f"r={lora.r} alpha={lora.alpha:g} dropout={lora.dropout:g} target_modules={targets}"}
 
 
 def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:

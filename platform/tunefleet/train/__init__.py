@@ -1,6 +1,7 @@
 """Train: one fine-tuning run, from tokenized splits to a checkpoint, and inference from it.
 
 - `models`: where a pretrained encoder and its tokenizer come from, with a fresh task head;
+- `peft`: LoRA (`train.peft`): adapters on the frozen encoder, merged into what is saved;
 - `tokenized`: tokenize the splits once and cache them on disk;
 - `batching`: length-grouped, sharded, dynamically padded batches;
 - `loop`: `run_loop`, the loop every worker runs (read it top to bottom), and Ray Train's entry point;
@@ -18,7 +19,7 @@ _EXPORTS = {
     "train_loop_per_worker": "loop", "run_loop": "loop", "evaluate": "loop", "train_local": "local",
     "build_trainer": "launch", "fit_and_score": "launch", "prepare_data": "launch",
     "score_checkpoint": "launch", "TrainingDiverged": "launch", "TrainingOutOfMemory": "loop",
-    "build_model": "models", "load_tokenizer": "models",
+    "build_model": "models", "load_tokenizer": "models", "apply_lora": "peft",
     "Predictor": "predict",
 }
 __all__ = sorted(_EXPORTS)

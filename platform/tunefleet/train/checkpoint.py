@@ -3,10 +3,12 @@ never used.
 
 A checkpoint folder holds `model.safetensors` + `config.json` (weights and label map), the tokenizer
 files, `tunefleet.json` (task, labels, metrics, the spec that trained it) and `training_state.pt`
-(optimizer, scheduler, RNG, epoch, early-stopping state) for resuming. Everything is written into a
-temporary sibling folder, `tunefleet.json` last, and the folder is then renamed into place: a rename
-is atomic, so a crash leaves either no checkpoint or a complete one. Readers check for
-`tunefleet.json` and refuse anything without it.
+(optimizer, scheduler, RNG, epoch, early-stopping state) for resuming; a LoRA run (`train.peft`) adds
+`adapter/` (the LoRA weights and head, also only for resuming: the weights above are the merged,
+plain model, see `train/peft.py`). Everything is written into a temporary sibling folder,
+`tunefleet.json` last, and the folder is then renamed into place: a rename is atomic, so a crash
+leaves either no checkpoint or a complete one. Readers check for `tunefleet.json` and refuse
+anything without it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 META_FILE = "tunefleet.json"
 STATE_FILE = "training_state.pt"
+ADAPTER_DIR = "adapter"
 
 
 class IncompleteCheckpointError(RuntimeError):
@@ -26,8 +29,9 @@ class IncompleteCheckpointError(RuntimeError):
 
 
 def save_checkpoint(target: Path, model: Any, tokenizer: Any, meta: dict[str, Any],
-                    training_state: dict[str, Any] | None) -> Path:
-    """Write a checkpoint to `target` atomically (see module doc)."""
+                    training_state: dict[str, Any] | None, adapter: Any | None = None) -> Path:
+    """Write a checkpoint to `target` atomically (see module doc); `adapter`, a peft model, is saved
+    in `adapter/` beside the (merged) `model`."""
     import torch
 
     target = Path(target)
@@ -38,6 +42,8 @@ def save_checkpoint(target: Path, model: Any, tokenizer: Any, meta: dict[str, An
     tokenizer.save_pretrained(staging)
     if training_state is not None:
         torch.save(training_state, staging / STATE_FILE)
+    if adapter is not None:
+        adapter.save_pretrained(staging / ADAPTER_DIR)
     (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=_jsonable))
     _fsync_dir(staging)
     if target.exists():

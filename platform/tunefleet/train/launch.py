@@ -19,6 +19,7 @@ from ..tasks import TokenizedSplit, get_task
 from .checkpoint import load_for_inference, read_meta
 from .loop import TrainingOutOfMemory, evaluate, train_loop_per_worker
 from .models import load_tokenizer, resolve_precision
+from .peft import check_lora
 from .tokenized import tokenize_splits
 
 
@@ -33,9 +34,15 @@ class PreparedData:
 
 
 def prepare_data(spec: Spec) -> PreparedData:
-    """Read, validate and tokenize the spec's data (tokenization cached on disk)."""
+    """Read, validate and tokenize the spec's data (tokenization cached on disk), once the model is
+    known to be usable: its tokenizer loads and `train.peft`'s target layers exist in it.
+
+    Raises:
+        DataError, ModelError, SpecError: bad input, before any Ray work.
+    """
     splits = load_data(spec.data, spec.task)
     tokenizer = load_tokenizer(spec.model.name_or_path)
+    check_lora(spec)
     tokenized, from_cache = tokenize_splits(splits, tokenizer, spec.model.max_length)
     return PreparedData(splits, tokenized, from_cache)
 
@@ -103,6 +110,7 @@ def fit_and_score(spec: Spec, prepared: PreparedData, run_name: str, tracking: d
         "checkpoint": result.checkpoint.path,
         "epochs_run": max((h["epoch"] for h in history), default=0),
         "train_seconds": round(train_seconds, 2),
+        "parameters": summary.get("parameters"),
         "train_tokens_per_second": round(sum(rates) / len(rates), 1) if rates else None,
     }
 

@@ -60,7 +60,9 @@ def train_local(spec: Spec, output_dir: str | Path, prepared: PreparedData | Non
                                # What the run trained with: smaller than the spec's after out-of-memory
                                # retries (`train.auto_batch_size`), with the same effective batch.
                                "batch_size": result["batch_size"], "grad_accum_steps": result["grad_accum_steps"],
-                               "oom_retries": result["oom_retries"]}
+                               "oom_retries": result["oom_retries"],
+                               # With LoRA (`train.peft`), the adapters and the head.
+                               "parameters": result.get("parameters")}
     if session.rank == 0 and session.checkpoint is not None:
         from .checkpoint import read_meta
 

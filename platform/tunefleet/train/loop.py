@@ -35,6 +35,7 @@ from ..tasks import Task, TokenizedSplit, get_task
 from .batching import collate, eval_batches, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from .peft import apply_lora, is_adapted, merged_copy, parameter_counts
 from .runlog import RunLogger
 from .session import Session
 
@@ -121,9 +122,15 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
     with session.resume_dir() as resume_dir:
         # Resuming (a restarted worker, or a retried trial) continues from the last published
         # checkpoint: its weights, optimizer moments, schedule position and RNG state.
-        model = build_model(task, resume_dir or spec.model.name_or_path, label_names,
-                            None if resume_dir else cfg.dropout)
+        if cfg.peft is None:
+            model = build_model(task, resume_dir or spec.model.name_or_path, label_names,
+                                None if resume_dir else cfg.dropout)
+        else:
+            # LoRA: the frozen encoder always comes from the pretrained model; a resumed run takes the
+            # adapters and the head from the checkpoint's adapter/ (see train/peft.py).
+            model = apply_lora(build_model(task, spec.model.name_or_path, label_names, cfg.dropout), spec, resume_dir)
         state = load_training_state(resume_dir) if resume_dir else None
+    parameters = parameter_counts(model)
     if cfg.gradient_checkpointing:
         # Before DDP wraps the model. Non-reentrant: the reentrant variant breaks under DDP and
         # needs inputs that require grad.
@@ -134,6 +141,7 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
     model = session.prepare(model)
     # fused: one kernel over all parameters instead of a loop of per-tensor ops; on CPU the default
     # AdamW step costs more than a short batch's forward and backward (benchmarks/throughput.py).
+    # Only trainable parameters get AdamW state: with LoRA, the adapters and the head.
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
     batches_per_epoch = len(train_batches(data["train"], cfg.batch_size, cfg.seed, 0, rank, world, cfg.group_by_length))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum_steps))
@@ -141,9 +149,12 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     run = _Run(spec, task, label_names, data, tokenizer, model, optimizer, scheduler, session, device, precision,
-               progress=_Progress(spec), seen=_Seen(),
+               parameters, progress=_Progress(spec), seen=_Seen(),
                # Rank 0 alone logs to MLflow, into the run the driver created (None: untracked).
                run_log=RunLogger.from_config(config.get("tracking")) if rank == 0 else None)
+    if run.run_log is not None:
+        run.run_log.log_metrics({"trainable_parameters": parameters["trainable"],
+                                 "total_parameters": parameters["total"]}, step=0)
     start_epoch = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -166,7 +177,8 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # Metrics still queued for MLflow are flushed whatever ended the run.
         if run.run_log is not None:
             run.run_log.close()
-    return {"history": run.progress.history, "diverged": None, **run.seen.summary(model, rank)}
+    return {"history": run.progress.history, "diverged": None, "parameters": parameters,
+            **run.seen.summary(model, rank)}
 
 
 @dataclass
@@ -184,6 +196,7 @@ class _Run:
     session: Session
     device: Any
     precision: str
+    parameters: dict[str, int]  # trainable and total
     progress: "_Progress"
     seen: "_Seen"
     run_log: RunLogger | None
@@ -260,13 +273,17 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
     if improved and rank == 0:
         # Only the best checkpoint is kept: publish only on improvement.
         with tempfile.TemporaryDirectory() as tmp:
-            meta = _checkpoint_meta(run.spec, run.task, run.label_names, metrics, scores)
-            folder = save_checkpoint(Path(tmp) / "model", _unwrap(run.model), run.tokenizer, meta, {
+            meta = _checkpoint_meta(run, metrics, scores)
+            model = _unwrap(run.model)
+            # With LoRA the checkpoint's model is the merged, plain one (what is scored, registered and
+            # served); the adapter goes beside it, for resuming (train/peft.py).
+            plain, adapter = (merged_copy(model), model) if is_adapted(model) else (model, None)
+            folder = save_checkpoint(Path(tmp) / "model", plain, run.tokenizer, meta, {
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                 # A mid-epoch checkpoint resumes at the start of that epoch.
                 "torch_rng": torch.get_rng_state(), "next_epoch": math.floor(epoch_done),
                 "progress": progress.state(),
-            })
+            }, adapter=adapter)
             run.session.report(metrics, folder)
     else:
         run.session.report(metrics, None)
@@ -420,13 +437,13 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _checkpoint_meta(spec: Spec, task: Task, label_names: list[str], metrics: dict[str, Any],
-                     scores: dict[str, Any]) -> dict[str, Any]:
+def _checkpoint_meta(run: _Run, metrics: dict[str, Any], scores: dict[str, Any]) -> dict[str, Any]:
+    spec = run.spec
     return {
-        "task": spec.task, "model_class": task.model_class_name, "label_names": label_names,
+        "task": spec.task, "model_class": run.task.model_class_name, "label_names": run.label_names,
         "base_model": spec.model.name_or_path, "max_length": spec.model.max_length,
         "metric": spec.train.metric, "epoch": metrics["epoch"], "validation": scores,
-        "spec": spec.to_dict(),
+        "spec": spec.to_dict(), "parameters": run.parameters,
     }
 
 
