@@ -234,14 +234,26 @@ def _reinitialise_head(model: Any) -> None:
 
 
 def _head_modules(model: Any) -> list[Any]:
-    """The task head: every module the task's model class adds beside the encoder (`model.bert`,
-    `model.deberta`, ...). Not a list of names: the families differ (`classifier`; DistilBERT's
-    `pre_classifier`; DeBERTa's `pooler`, which DebertaV2Model lacks, so it was trained for the old
-    labels too; ModernBERT's `head`), and the encoder's own pretrained pooler (BERT's) is not head."""
+    """The head's modules, for re-initialising; a model without the usual encoder attribute gives only
+    what is surely head."""
+    names = head_module_names(model)
+    if not names and getattr(model, model.base_model_prefix, None) is None:  # an unusual layout
+        names = [name for name, _ in model.named_children() if name in ("pre_classifier", "classifier")]
+    return [getattr(model, name) for name in names]
+
+
+def head_module_names(model: Any) -> list[str]:
+    """The task head: the modules with weights that the task's model class adds beside the encoder
+    (`model.bert`, `model.deberta`, ...); [] when the model has no such encoder attribute. Not a list
+    of names: the families differ (`classifier`; DistilBERT's `pre_classifier`; DeBERTa's `pooler`,
+    which DebertaV2Model lacks, so it belongs to the head; ModernBERT's `head`), and the encoder's own
+    pretrained pooler (BERT's) is not head. Re-initialised for new labels here, trained whole by LoRA
+    (`train/peft.py`)."""
     encoder = model.base_model_prefix
-    if getattr(model, encoder, None) is None:  # an unusual layout: only what is surely head
-        return [module for name, module in model.named_children() if name in ("pre_classifier", "classifier")]
-    return [module for name, module in model.named_children() if name != encoder]
+    if getattr(model, encoder, None) is None:
+        return []
+    return [name for name, child in model.named_children()
+            if name != encoder and next(child.parameters(), None) is not None]
 
 
 def bf16_supported(device: str) -> bool:

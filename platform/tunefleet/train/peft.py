@@ -33,7 +33,7 @@ from typing import Any
 
 from ..spec import Spec, SpecError
 from .checkpoint import ADAPTER_DIR
-from .models import resolve_model_path
+from .models import head_module_names, resolve_model_path
 
 # Where LoRA goes by default: the attention's query and value projections, by `config.model_type`.
 # Types not listed fall back to peft's own table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
@@ -79,7 +79,7 @@ def apply_lora(model: Any, spec: Spec, resume_from: str | None = None) -> Any:
     prefix = f"{encoder_name}." if encoder_name else ""
     targets = [prefix + name for name in lora_targets(encoder, model.config.model_type, spec)]
     config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                        target_modules=targets, modules_to_save=head_modules(model))
+                        target_modules=targets, modules_to_save=head_module_names(model))
     with warnings.catch_warnings():
         # peft asks transformers about gradient checkpointing under a name transformers 5 deprecates.
         warnings.simplefilter("ignore", FutureWarning)
@@ -116,14 +116,6 @@ def lora_targets(encoder: Any, model_type: str, spec: Spec) -> list[str]:
     if problems:
         raise SpecError(spec.source, problems)
     return chosen
-
-
-def head_modules(model: Any) -> list[str]:
-    """The task head: the modules (with weights) that the task's model class adds beside its encoder."""
-    if getattr(model, model.base_model_prefix, None) is None:
-        return []
-    return [name for name, child in model.named_children()
-            if name != model.base_model_prefix and next(child.parameters(), None) is not None]
 
 
 def check_lora(spec: Spec) -> None:
