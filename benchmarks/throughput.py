@@ -19,7 +19,10 @@ reports `cpu_share`, the CPU seconds this process got per wall second during it 
 on an idle machine); with `--rounds N` the sides run interleaved N times and the best round of each
 counts.
 
-    .venv/bin/python benchmarks/throughput.py [--rounds 2]     # prints a JSON line last
+    .venv/bin/python benchmarks/throughput.py [--rounds 2] [--precision fp32]   # prints a JSON line last
+
+`--precision fp32` measures the path a CPU without AVX-512 bf16 / AMX takes (where `auto` means fp32)
+on one that has them; the HF Trainer side trains in fp32 either way, as its defaults do.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from machine import machine
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from tunefleet.data import Examples, load_data
 from tunefleet.spec import DataConfig, spec_from_dict
@@ -58,6 +62,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=1, help="run the three sides interleaved N times, keep each one's best")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="tunefleet's train.precision; fp32 measures a CPU without bf16 on one that has it")
+    parser.add_argument("--only", nargs="+", choices=["tunefleet", "plain", "hf_trainer"],
+                        default=["tunefleet", "plain", "hf_trainer"])
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(args.threads)
@@ -75,17 +83,17 @@ def main() -> None:
     steps = math.ceil(len(train) / args.batch_size)
     real_tokens = int(train.lengths().sum())
     cfg = {"epochs": 1, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 0.01, "dropout": 0.1,
-           "warmup_ratio": 0.1, "precision": "auto", "max_grad_norm": 1.0, "seed": 0, "metric": "f1",
+           "warmup_ratio": 0.1, "precision": args.precision, "max_grad_norm": 1.0, "seed": 0, "metric": "f1",
            "early_stopping_patience": None, "group_by_length": True}
     spec = spec_from_dict({"name": "throughput", "task": TASK, "data": {"format": "synthetic"},
                            "model": {"name_or_path": "bundled-minilm", "max_length": 128}, "train": cfg,
                            "resources": {"cpus_per_worker": args.threads}, "tracking": {"enabled": False}})
 
-    sides = {
+    sides = {name: run for name, run in {
         "tunefleet": lambda: run_tunefleet(spec, train, valid, labels),
         "plain": lambda: run_plain(spec, train, valid, labels, tokenizer, real_tokens),
         "hf_trainer": lambda: run_hf_trainer(spec, train, valid, labels, tokenizer, real_tokens, steps),
-    }
+    }.items() if name in args.only}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for _ in range(args.rounds):
         for name, run in sides.items():
@@ -94,14 +102,13 @@ def main() -> None:
     if args.rounds > 1:
         for name, runs in rounds.items():
             results[name]["all_rounds_tokens_per_second"] = [r["tokens_per_second"] for r in runs]
-    ours = results["tunefleet"]["tokens_per_second"]
+    ours = results.get("tunefleet", {}).get("tokens_per_second")
+    ratios = {f"speedup_vs_{name}": round(ours / results[name]["tokens_per_second"], 2)
+              for name in ("plain", "hf_trainer") if ours and name in results}
     print(json.dumps({
         "benchmark": "throughput", "sentences": len(train), "steps": steps, "batch_size": args.batch_size,
         "real_tokens": real_tokens, "threads": args.threads, "rounds": args.rounds,
-        "precision": resolve_precision("auto", "cpu"), "torch": torch.__version__,
-        **results,
-        "speedup_vs_plain": round(ours / results["plain"]["tokens_per_second"], 2),
-        "speedup_vs_hf_trainer": round(ours / results["hf_trainer"]["tokens_per_second"], 2),
+        "precision": resolve_precision(args.precision, "cpu"), "machine": machine(), **results, **ratios,
     }))
 
 

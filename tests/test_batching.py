@@ -96,6 +96,19 @@ def test_eval_batches_cover_each_example_once_across_ranks_sorted_by_length(spli
         assert (np.diff(flat) >= 0).all()
 
 
+def test_eval_batches_fill_a_token_budget_but_never_go_below_the_batch_size():
+    # Example i has lengths[i] tokens. Sorted: 1,1,1,1 | 2,2 | 3,8. With 2 examples at least and 6 padded
+    # tokens at most: four 1-token examples fit (4 x 1 <= 6, a fifth would pad to 5 x 2 = 10); two 2-token
+    # ones (a third would make 3 x 3 = 9); the last two pad to 2 x 8 = 16 > 6 but a batch is never
+    # smaller than batch_size.
+    split = make_split([8, 1, 2, 1, 3, 1, 2, 1])
+    batches = eval_batches(split, 2, 0, 1, max_tokens=6)
+    assert [split.lengths()[b].tolist() for b in batches] == [[1, 1, 1, 1], [2, 2], [3, 8]]
+    assert [b.tolist() for b in batches] == [[1, 3, 5, 7], [2, 6], [4, 0]]
+    # Without a budget: fixed batches of batch_size, as before.
+    assert [b.tolist() for b in eval_batches(split, 2, 0, 1)] == [[1, 3], [5, 7], [2, 6], [4, 0]]
+
+
 def test_collate_pads_token_labels_with_ignore_and_masks_padding():
     split = make_split([3, 5, 2])
     batch = collate(split, np.array([2, 0, 1]), pad_id=PAD, token_labels=True)

@@ -111,7 +111,7 @@ def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
     assert milestones[0] == 2  # nobody is stopped before the grace period
 
 
-def test_train_runs_poll_often_and_skip_the_preemption_watcher_locally(monkeypatch, ray_cluster):
+def test_every_ray_worker_gets_the_train_serve_and_mlflow_settings(monkeypatch, ray_cluster):
     import ray
 
     from tunefleet.cluster import train_controller_env
@@ -125,12 +125,17 @@ def test_train_runs_poll_often_and_skip_the_preemption_watcher_locally(monkeypat
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # the user's own setting wins
     assert train_controller_env(local=False) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "3"}
 
-    # The suite's local cluster hands both to every Ray worker (Train controllers among them).
+    # The suite's local cluster hands both to every Ray worker (Train controllers among them), and
+    # Serve's controller the minute its HTTP proxy may take to start on a busy machine (Ray's 5 s x 3
+    # killed it in a loaded run of this suite).
     @ray.remote(num_cpus=0)
     def seen() -> tuple:
-        return os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"), os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+        return (os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"), os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"),
+                os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"), os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"))
 
-    assert ray.get(seen.remote()) == ("0.5", "0")
+    # And MLflow's retries bounded to ~15 s a call (its default, ~4 minutes, stalled every trial of a
+    # sweep whose tracking server went away).
+    assert ray.get(seen.remote()) == ("0.5", "0", "60", "4")
 
 
 def test_sweep_name_is_deterministic(tiny_model, tmp_path):

@@ -350,3 +350,47 @@ def test_a_killed_worker_resumes_from_the_checkpoint_where_it_left_off(classifie
     assert (resumed["seen_sha256"], resumed["examples_seen"]) == expected_seen(
         spec, prepared.tokenized["train"], 0, 1, range(1, spec.train.epochs))
     assert resumed["weights_sha256"] == summary(reference)["weights_sha256"]
+
+
+@pytest.mark.parametrize("grad, max_norm, expected", [
+    # |g| = 5 > 1: clipped to [0.6, 0.8]. Fused AdamW's first step with lr 1, eps 1, no decay moves each
+    # weight by -g / (|g| + 1): -0.6 / 1.6 and -0.8 / 1.8.
+    ([3.0, 4.0], 1.0, [-0.6 / 1.6, -0.8 / 1.8]),
+    # |g| = 0.5 < 1: untouched, -0.3 / 1.3 and -0.4 / 1.4.
+    ([0.3, 0.4], 1.0, [-0.3 / 1.3, -0.4 / 1.4]),
+    # No clipping asked: -3 / 4 and -4 / 5.
+    ([3.0, 4.0], None, [-3.0 / 4.0, -4.0 / 5.0]),
+])
+def test_clipping_folded_into_the_fused_step_is_clip_grad_norm(grad, max_norm, expected):
+    from tunefleet.train.loop import clip_in_step
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    weight.grad = torch.tensor(grad)
+    optimizer = torch.optim.AdamW([weight], lr=1.0, eps=1.0, weight_decay=0.0, fused=True)
+    norm = clip_in_step(optimizer, [weight], max_norm)
+    optimizer.step()
+    assert norm.item() == pytest.approx(float(np.hypot(*grad)))
+    assert weight.detach().tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_validation_loss_is_the_mean_over_labelled_tokens_whatever_the_batches(tmp_path):
+    """The lexicon model (conftest) gives every piece its tag with probability exactly 3/4, so a token
+    whose gold tag is that one costs ln(4/3) and any other gold tag ln(4 (L-1)) = ln 8 with L = 3
+    labels. A: "john" tagged B-PER (right), B: "the" tagged B-PER (wrong), C: four words tagged O
+    (right). Over the 6 labelled tokens: (5 ln(4/3) + ln 8) / 6 = 0.5863. Evaluated in batches
+    [A, B] and [C], weighting each batch's mean by its examples gave (2 ln(4/3) + ln 8) / 3 = 0.8849."""
+    from conftest import lexicon_ner_checkpoint
+
+    from tunefleet.data import Examples
+    from tunefleet.train import loop
+    from tunefleet.train.checkpoint import load_for_inference
+
+    labels = ["O", "B-PER", "I-PER"]
+    model, tokenizer, _ = load_for_inference(lexicon_ner_checkpoint(tmp_path / "ner", labels, {"john": "B-PER"}))
+    task = get_task("token-classification")
+    split = task.tokenize(Examples(None, [["john"], ["the"], ["the", "cat", "sat", "down"]],
+                                   [["B-PER"], ["B-PER"], ["O", "O", "O", "O"]]), tokenizer, labels, 32)
+    expected = (5 * np.log(4 / 3) + np.log(8)) / 6
+    for batch_size in (1, 2):  # evaluation batches of 2: [A, B], [C]; then of 4: all three in one
+        scores = loop.evaluate(model, split, task, labels, batch_size, torch.device("cpu"), "fp32", tokenizer.pad_token_id)
+        assert scores["loss"] == pytest.approx(expected, rel=1e-4)

@@ -43,6 +43,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | train_controller_env(local=not address)
+    if not address:
+        env_vars |= serve_controller_env()
+    # The driver and every trial talk to MLflow with the same bounded retries.
+    for key, value in mlflow_client_env().items():
+        os.environ.setdefault(key, value)
+        env_vars[key] = os.environ[key]
     if address:
         # Joining: Ray refuses dashboard and CPU settings for an existing cluster.
         local: dict[str, Any] = {}
@@ -83,6 +89,33 @@ def train_controller_env(local: bool) -> dict[str, str]:
     if local:
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     return env
+
+
+def mlflow_client_env() -> dict[str, str]:
+    """How long an MLflow call keeps retrying an unreachable tracking server, unless the user's
+    environment says otherwise.
+
+    MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) make one call wait about four
+    minutes before failing, and a sweep makes several per trial: with the server down, each trial
+    sat idle for minutes before training on untracked. tunefleet's own callers retry on top
+    (`train/runlog.py` per metric batch; the sweep logs every trial's end state again at the end and
+    on `--resume`), so retrying for about 15 s per call (4 retries, 0 + 2 + 4 + 8 s apart) is enough to
+    ride out a server restart.
+    """
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    return {key: os.environ.get(key, value) for key, value in defaults.items()}
+
+
+def serve_controller_env() -> dict[str, str]:
+    """Ray Serve settings for a local cluster, unless the user's environment sets them.
+
+    Serve's controller gives a new HTTP proxy 5 s to report ready, three times, then kills it. On a
+    busy machine (2 cores shared with a sweep, or a test suite) the proxy's process takes longer to
+    start, and `tunefleet serve` fails with ActorDiedError; a longer wait costs nothing when the
+    proxy is fast.
+    """
+    return {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

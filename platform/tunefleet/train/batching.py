@@ -51,12 +51,28 @@ def train_batches(split: TokenizedSplit, batch_size: int, seed: int, epoch: int,
     return batches[rank:usable:world_size]
 
 
-def eval_batches(split: TokenizedSplit, batch_size: int, rank: int, world_size: int) -> list[np.ndarray]:
+def eval_batches(split: TokenizedSplit, batch_size: int, rank: int, world_size: int,
+                 max_tokens: int = 0) -> list[np.ndarray]:
     """This worker's evaluation batches: every `world_size`-th example, sorted by length (no
-    shuffling needed, and sorted batches pad least)."""
+    shuffling needed, and sorted batches pad least).
+
+    With `max_tokens` (the loop uses it on a GPU), a batch holds at least `batch_size` examples and as
+    many more as fit in `max_tokens` padded tokens: evaluation keeps no activations for a backward
+    pass, so short sentences can go in batches of hundreds. Sorted, a batch's last example is its
+    longest.
+    """
     mine = np.arange(rank, len(split), world_size)
-    mine = mine[np.argsort(split.lengths()[mine], kind="stable")]
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    lengths = split.lengths()[mine]
+    order = np.argsort(lengths, kind="stable")
+    mine, lengths = mine[order], lengths[order]
+    batches, start = [], 0
+    while start < len(mine):
+        end = min(len(mine), start + batch_size)
+        while max_tokens and end < len(mine) and (end + 1 - start) * int(lengths[end]) <= max_tokens:
+            end += 1
+        batches.append(mine[start:end])
+        start = end
+    return batches
 
 
 def collate(split: TokenizedSplit, indices: np.ndarray, pad_id: int, token_labels: bool) -> dict[str, torch.Tensor]:

@@ -80,7 +80,8 @@ def score_checkpoint(folder: str, split: TokenizedSplit, batch_size: int = 64) -
     model, tokenizer, meta = load_for_inference(folder)
     task = get_task(meta["task"])
     device = torch.device("cpu")
-    precision = resolve_precision("auto", "cpu")
+    # Scored at the precision it was trained in (its spec's `train.precision`), not this CPU's default.
+    precision = resolve_precision(meta.get("spec", {}).get("train", {}).get("precision", "auto"), "cpu")
     return evaluate(model, split, task, meta["label_names"], batch_size, device, precision, tokenizer.pad_token_id)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..spec import Spec, spec_from_dict
-from ..tasks import Task, TokenizedSplit, get_task
+from ..tasks import IGNORE, Task, TokenizedSplit, get_task
 from .batching import collate, eval_batches, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
@@ -235,7 +235,7 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
             continue
         # The gradient norm is computed after DDP's all-reduce, so a NaN/inf on any worker shows up
         # on all of them and every worker stops at the same step.
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+        grad_norm = clip_in_step(run.optimizer, model.parameters(), cfg.max_grad_norm)
         if cfg.fail_on_nonfinite_loss and not torch.isfinite(grad_norm):
             return _EpochOutcome(loss_sum / loss_count, 0.0, diverged=loss.item())
         run.optimizer.step()
@@ -251,15 +251,36 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
     return _EpochOutcome(loss_sum / max(1, loss_count), rate)
 
 
+def clip_in_step(optimizer: torch.optim.Optimizer, parameters: Any, max_norm: float | None) -> torch.Tensor:
+    """The gradients' total norm, with their clipping to `max_norm` left to the optimizer's next step.
+
+    `clip_grad_norm_` rescales every gradient in place: one more pass over the memory of every
+    gradient per step, which on a CPU costs as much as a short batch's attention (the word-embedding
+    gradient alone is 47 MB for MiniLM). The fused AdamW kernel already divides each gradient by
+    `grad_scale` (the hook that mixed-precision loss scaling uses) in the pass it makes anyway, so the
+    clipping factor rides along. The arithmetic is clip_grad_norm_'s: factor max_norm / (norm + 1e-6),
+    capped at 1 (here as its reciprocal, a divisor of at least 1).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm:
+        optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)  # type: ignore[attr-defined]
+    return norm
+
+
 def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens_per_second: float) -> bool:
     """Score the validation split, publish a checkpoint if it improved, report; True = stop."""
     cfg, progress, rank = run.spec.train, run.progress, run.session.rank
+    started = time.perf_counter()
     scores = evaluate(run.model, run.data["validation"], run.task, run.label_names, cfg.batch_size, run.device,
                       run.precision, run.tokenizer.pad_token_id, rank, run.session.world)
+    eval_seconds = time.perf_counter() - started
     improved = progress.update(scores[cfg.metric])
     metrics = {
         "epoch": epoch_done, "step": progress.step, "train_loss": train_loss,
         "lr": run.scheduler.get_last_lr()[0], "tokens_per_second": tokens_per_second,
+        # Validation runs after every epoch of every trial: on small data a large share of a sweep.
+        "eval_seconds": eval_seconds,
         **{f"val_{k}": v for k, v in scores.items() if k != "report"},
         f"best_val_{cfg.metric}": progress.best, "diverged": 0,
         # Lets the sweep tell a trial that early stopping ended from one the scheduler stopped.
@@ -290,31 +311,47 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
     return progress.should_stop()
 
 
-@torch.no_grad()
+# Padded tokens per evaluation batch on a GPU (at least 2 x the training batch, whatever their
+# length): no activations are kept for a backward pass, so this costs a few hundred MiB at most, and
+# short sentences go in batches of hundreds, which a GPU needs to be busy. Not on a CPU: there, batches
+# past 32 sentences were no faster in bf16 and slower in fp32 (0.63x at this budget; the cache no
+# longer holds a batch's activations), so a CPU evaluates in fixed batches of 2 x the training batch
+# (benchmarks/eval_speed.py, benchmarks/RESULTS.md). Not measured on a GPU yet.
+EVAL_BATCH_TOKENS = 8192
+
+
+@torch.inference_mode()
 def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[str], batch_size: int,
              device: Any, precision: str, pad_id: int, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Loss and task metrics over a whole split. With several workers each scores its shard and the
-    predictions are gathered, so every worker returns the same numbers."""
+    predictions are gathered, so every worker returns the same numbers.
+
+    Batches are sorted by length (on a GPU, filled up to `EVAL_BATCH_TOKENS` padded tokens), under
+    `inference_mode` (no autograd bookkeeping at all, less than `no_grad`)."""
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    indices, predicted, loss_sum = [], [], 0.0
-    for batch_indices in eval_batches(split, batch_size * 2, rank, world):
+    indices, predicted, loss_sum, targets = [], [], 0.0, 0
+    budget = EVAL_BATCH_TOKENS if device.type == "cuda" else 0
+    for batch_indices in eval_batches(split, batch_size * 2, rank, world, budget):
         batch = to_device(collate(split, batch_indices, pad_id, task.per_token_labels), device)
         with autocast:
             out = model(**batch)
-        loss_sum += out.loss.item() * len(batch_indices)
+        # The model's loss is a mean over the batch's targets (labelled tokens for a token task): weighted
+        # back by their count, the split's loss is the same whatever the batches.
+        count = int((batch["labels"] != IGNORE).sum()) if task.per_token_labels else len(batch_indices)
+        loss_sum, targets = loss_sum + out.loss.item() * count, targets + count
         predicted += task.predictions(out.logits.float().cpu().numpy(), batch["labels"].cpu().numpy())
         indices += batch_indices.tolist()
     if world > 1:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, (indices, predicted, loss_sum))
+        dist.all_gather_object(gathered, (indices, predicted, loss_sum, targets))
         indices = [i for part in gathered for i in part[0]]
         predicted = [p for part in gathered for p in part[1]]
-        loss_sum = sum(part[2] for part in gathered)
+        loss_sum, targets = sum(part[2] for part in gathered), sum(part[3] for part in gathered)
     scores = task.score(predicted, split, indices, label_names)
-    scores["loss"] = loss_sum / max(1, len(split))
+    scores["loss"] = loss_sum / max(1, targets)
     return scores
 
 
