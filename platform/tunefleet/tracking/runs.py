@@ -38,6 +38,8 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 TRIAL_TAG = "tunefleet.trial_id"
 END_STATE_TAG = "tunefleet.end_state"
+# The end state of a trial's run that its sweep lost track of (started just before the driver died).
+ORPHANED = "orphaned"
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow's limit on a param value; longer ones (a big search space) are cut, the full text is an artifact.
 MAX_PARAM = 6000
@@ -269,13 +271,18 @@ def finish_sweep(target: TrackingTarget | None, spec: Spec, sweep_dir: Path, tri
     children = {run.data.tags.get(TRIAL_TAG): run for run in client.search_runs(
         [target.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{target.run_id}'", max_results=5000)}
     for trial in trials:
-        run = children.get(trial.trial_id)
+        run = children.pop(trial.trial_id, None)
         if run is None:
             continue
         client.set_tag(run.info.run_id, END_STATE_TAG, trial.status)
         if trial.error:
             client.set_tag(run.info.run_id, "tunefleet.error", trial.error[:5000])
         client.set_terminated(run.info.run_id, _END_STATUS.get(trial.status, "FINISHED"))
+    for run in children.values():
+        # A trial the killed driver had started after Tune last saved its state: the resumed sweep
+        # never heard of it and ran another in its place. Its run stays visible, marked as such.
+        client.set_tag(run.info.run_id, END_STATE_TAG, ORPHANED)
+        client.set_terminated(run.info.run_id, "KILLED")
     for key, value in _cluster_shape().items():
         client.set_tag(target.run_id, key, value)
     with _staging() as folder:
