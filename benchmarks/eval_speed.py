@@ -40,7 +40,6 @@ from tunefleet.data import Examples, load_data
 from tunefleet.spec import DataConfig
 from tunefleet.tasks import get_task
 from tunefleet.train import loop
-from tunefleet.train.batching import collate, eval_batches
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,19 +72,9 @@ def main() -> None:
     model = build_model(task, "bundled-minilm", labels, None)
     def tunefleet(eval_batch: int, max_tokens: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
-        if max_tokens:  # the GPU's batching, called directly (evaluate uses it only on a GPU)
-            batches = eval_batches(split, eval_batch, 0, 1, max_tokens)
-            loss, predicted, indices = 0.0, [], []
-            with torch.inference_mode(), autocast(precision):
-                for batch_indices in batches:
-                    batch = collate(split, batch_indices, tokenizer.pad_token_id, True)
-                    out = model(**batch)
-                    predicted += task.predictions(out.logits.float().numpy(), batch["labels"].numpy())
-                    indices += batch_indices.tolist()
-            scores = task.score(predicted, split, indices, labels)
-        else:
-            scores = loop.evaluate(model, split, task, labels, eval_batch // 2, torch.device("cpu"), precision,
-                                   tokenizer.pad_token_id)
+        # max_tokens: the GPU's batching, asked for explicitly (on a CPU evaluate uses fixed batches).
+        scores = loop.evaluate(model, split, task, labels, eval_batch // 2, torch.device("cpu"), precision,
+                               tokenizer.pad_token_id, max_tokens=max_tokens)
         return {"seconds": time.perf_counter() - started, "f1": scores["f1"]}
 
     sides = {"tunefleet": lambda: tunefleet(2 * args.batch_size),
@@ -111,10 +100,6 @@ def main() -> None:
         "threads": args.threads, "machine": machine(), **results,
         "speedup_vs_hf_trainer": round(ours / results["hf_trainer"]["tokens_per_second"], 2),
     }))
-
-
-def autocast(precision: str) -> Any:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
 
 
 def hf_trainer(model: Any, split: Any, task: Any, labels: list[str], tokenizer: Any, precision: str) -> dict[str, Any]:

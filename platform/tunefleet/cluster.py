@@ -46,9 +46,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if not address:
         env_vars |= serve_controller_env()
     # The driver and every trial talk to MLflow with the same bounded retries.
-    for key, value in mlflow_client_env().items():
-        os.environ.setdefault(key, value)
-        env_vars[key] = os.environ[key]
+    mlflow_env = mlflow_client_env()
+    os.environ.update(mlflow_env)
+    env_vars |= mlflow_env
     if address:
         # Joining: Ray refuses dashboard and CPU settings for an existing cluster.
         local: dict[str, Any] = {}

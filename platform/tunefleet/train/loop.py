@@ -322,16 +322,18 @@ EVAL_BATCH_TOKENS = 8192
 
 @torch.inference_mode()
 def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[str], batch_size: int,
-             device: Any, precision: str, pad_id: int, rank: int = 0, world: int = 1) -> dict[str, Any]:
+             device: Any, precision: str, pad_id: int, rank: int = 0, world: int = 1,
+             max_tokens: int | None = None) -> dict[str, Any]:
     """Loss and task metrics over a whole split. With several workers each scores its shard and the
     predictions are gathered, so every worker returns the same numbers.
 
-    Batches are sorted by length (on a GPU, filled up to `EVAL_BATCH_TOKENS` padded tokens), under
-    `inference_mode` (no autograd bookkeeping at all, less than `no_grad`)."""
+    Batches are sorted by length and, with `max_tokens` (default: `EVAL_BATCH_TOKENS` on a GPU, none
+    on a CPU), filled up to that many padded tokens; all under `inference_mode` (no autograd
+    bookkeeping at all, less than `no_grad`)."""
     model.eval()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     indices, predicted, loss_sum, targets = [], [], 0.0, 0
-    budget = EVAL_BATCH_TOKENS if device.type == "cuda" else 0
+    budget = max_tokens if max_tokens is not None else (EVAL_BATCH_TOKENS if device.type == "cuda" else 0)
     for batch_indices in eval_batches(split, batch_size * 2, rank, world, budget):
         batch = to_device(collate(split, batch_indices, pad_id, task.per_token_labels), device)
         with autocast:
