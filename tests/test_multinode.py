@@ -94,7 +94,10 @@ def two_node_sweep(tiny_model, tmp_path_factory):
     raw = tiny_spec_dict(tiny_model, tmp / "shared-storage", name="two-nodes",
                          data={"format": "synthetic", "synthetic_size": 800}, train={"epochs": 4},
                          resources={"ray_address": "RAY_ADDRESS", "max_failures": 3},
-                         search={"algorithm": "random", "num_trials": 2, "scheduler": "none",
+                         # Ray Train runs: what a node's loss does to a Train worker group and its
+                         # checkpoints is what this test is about (one-worker trials would otherwise
+                         # train in Tune's trial process; test_search kills one of those).
+                         search={"algorithm": "random", "num_trials": 2, "scheduler": "none", "trial_runner": "ray_train",
                                  "seed_with_spec": False, "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
     spec = tmp / "spec.yaml"
     spec.write_text(yaml.safe_dump(raw))

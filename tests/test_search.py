@@ -22,7 +22,8 @@ import yaml
 from conftest import tiny_spec_dict
 from tunefleet.cluster import PlanError
 from tunefleet.search.space import first_point, seed_point, tune_space
-from tunefleet.search.sweep import SweepExistsError, build_scheduler, build_search_alg, run_sweep, sweep_name
+from tunefleet.search.sweep import (SweepExistsError, build_scheduler, build_search_alg, run_sweep, sweep_name,
+                                    trains_in_trial)
 from tunefleet.spec import spec_from_dict
 
 SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "train.dropout": {"uniform": [0.0, 0.3]},
@@ -156,7 +157,7 @@ def test_infeasible_plan_is_an_error_not_a_hang(tiny_model, tmp_path, ray_cluste
 # ---- real sweeps ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_cluster):
+def test_asha_stops_trials_reuses_their_process_and_leaves_nothing_behind(tiny_model, tmp_path, ray_cluster):
     # One at a time, seeded, so every trial meets rungs already filled by earlier ones: ranked on
     # validation loss (which, unlike a tiny model's accuracy, does not tie between learning and
     # frozen trials), the worse half is cut. Deterministic: this setup stops two of the four.
@@ -178,6 +179,11 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
     assert all(t["config"]["train.lr"] == 1.0e-7 for t in stopped), [t["config"] for t in stopped]
     assert all(t["epochs_run"] < 3 and len(t["history"]) < 3 for t in stopped)
     assert summary["trial_epochs"] < 4 * 3  # early stopping saved compute
+    # One worker per trial: every trial trained in the trial process itself, and a trial ASHA stopped
+    # handed its process on to the next (Tune's own `pid` of each report), with no Train run.
+    assert trains_in_trial(spec)
+    assert len({h["pid"] for t in trials for h in t["history"]}) == 1, [[h["pid"] for h in t["history"]] for t in trials]
+    assert not (Path(summary["storage"]) / "train").exists()
     best = min(t["best_value"] for t in trials if t["best_value"] is not None)
     assert summary["best"]["trial_id"] == learner["trial_id"] and learner["best_value"] == best
     assert summary["best"]["metrics"]["validation"]["loss"] == pytest.approx(best)
@@ -187,16 +193,8 @@ def test_asha_stops_trials_and_leaves_nothing_behind(tiny_model, tmp_path, ray_c
     while live_placement_groups() and time.time() < deadline:
         time.sleep(1)
     assert live_placement_groups() == []
-    # On a local cluster this sweep's Train runs started no preemption watcher (nothing here can be
-    # drained). Only this job's actors count: other tests join the suite's cluster from subprocesses.
-    import ray
-    from ray.util.state import list_actors
-
-    job = ray.get_runtime_context().get_job_id()
-    assert list_actors(address=gcs_address(), limit=100,
-                       filters=[("class_name", "=", "PreemptionWatcher"), ("job_id", "=", job)]) == []
     # Disk stays bounded: only the best trial keeps a checkpoint.
-    kept = sorted(p.parent.name for p in (Path(summary["storage"]) / "train").glob("*/checkpoint_*") if p.is_dir())
+    kept = sorted(p.parent.name for p in Path(summary["storage"]).glob("*/checkpoint_*") if p.is_dir())
     assert kept == [summary["best"]["trial_id"]]
     for plot in ("optimization_history", "parallel_coordinates", "param_importance", "learning_curves"):
         assert (Path(summary["storage"]) / f"{plot}.png").stat().st_size > 1000
@@ -218,8 +216,11 @@ def test_the_best_trials_own_weights_are_registered(tiny_model, tmp_path, ray_cl
             self.by_trial: dict[str, tuple[float, str]] = {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("checkpoint_path"):
-                self.by_trial[trial.trial_id] = (result["val_loss"], weights_digest(result["checkpoint_path"]))
+            # Where the checkpoint was written: a Train run names it, a trial in its own process gave
+            # it to Tune, which put it in the trial's folder.
+            if result.get("checkpoint_dir_name"):
+                folder = Path(trial.path) / result["checkpoint_dir_name"]
+                self.by_trial[trial.trial_id] = (result["val_loss"], weights_digest(str(folder)))
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # Learning rates far apart, so the trials end with different weights and losses (validation loss
@@ -261,7 +262,7 @@ def test_trials_are_proposed_by_the_configured_seeded_sampler(tiny_model, tmp_pa
     from tunefleet.search import sweep
 
     built = []
-    monkeypatch.setattr(sweep, "build_search_alg", lambda spec, n=0: built.append(build_search_alg(spec, n)) or built[-1])
+    monkeypatch.setattr(sweep, "build_search_alg", lambda spec, n=0, earlier=(): built.append(build_search_alg(spec, n, earlier)) or built[-1])
     spec = make_spec(tiny_model, tmp_path, train={"epochs": 1},
                      search={"algorithm": "optuna", "scheduler": "none", "num_trials": 2, "max_concurrent": 1,
                              "seed": 11, "seed_with_spec": False,
@@ -312,6 +313,16 @@ def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
     assert summary["trials"] == {"total": 2, "completed": 2, "stopped_early": 0, "failed": 0}
     trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
     assert all(h["workers"] == 2 for t in trials for h in t["history"])
+    # Several workers: each trial ran a Train run, whose checkpoints live under the sweep's train/.
+    assert not trains_in_trial(spec) and (Path(summary["storage"]) / "train").is_dir()
+    # On a local cluster the Train runs started no preemption watcher (nothing here can be drained).
+    # Only this job's actors count: other tests join the suite's cluster from subprocesses.
+    import ray
+    from ray.util.state import list_actors
+
+    job = ray.get_runtime_context().get_job_id()
+    assert list_actors(address=gcs_address(), limit=100,
+                       filters=[("class_name", "=", "PreemptionWatcher"), ("job_id", "=", job)]) == []
 
 
 @pytest.mark.slow
@@ -444,30 +455,59 @@ def _trial_terminated(state_text: str, trial_id: str) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_recovers_from_its_checkpoint(tiny_model, tmp_path, ray_cluster):
+@pytest.mark.parametrize("runner", ["in_trial", "ray_train"])
+def test_a_killed_worker_recovers_from_its_checkpoint(runner, tiny_model, tmp_path, ray_cluster):
+    """Killed after its first checkpoint, the process that trains (the trial's own, or its Train
+    run's worker) is replaced and the run goes on from that checkpoint."""
+    import ray
+
     spec = make_spec(tiny_model, tmp_path, data={"format": "synthetic", "synthetic_size": 1200},
                      train={"epochs": 4, "early_stopping_patience": None},
-                     search={"num_trials": 1, "scheduler": "none", "space": {"train.lr": {"choice": [1e-3]}}})
-    train_dir = tmp_path / "runs" / sweep_name(spec) / "train"
+                     search={"num_trials": 1, "scheduler": "none", "trial_runner": runner,
+                             "space": {"train.lr": {"choice": [1e-3]}}})
+    sweep_dir = tmp_path / "runs" / sweep_name(spec)
+    # Read here: the killer thread must not touch Ray's context (after the sweep it would start one).
+    job, address = ray.get_runtime_context().get_job_id(), gcs_address()
     killed: list[int] = []
+    done = threading.Event()
 
-    def kill_a_worker_after_first_checkpoint():
+    def process_that_trains() -> int | None:
+        """The pid to kill once the first checkpoint exists: the trial's own process (Tune writes it
+        with every result), or the Train worker (from the State API, which may time out when busy)."""
+        if runner == "in_trial":
+            for results in sweep_dir.glob("*/result.json"):
+                if list(results.parent.glob("checkpoint_*")):
+                    lines = results.read_text().splitlines()
+                    return json.loads(lines[0])["pid"] if lines else None
+            return None
+        if not list(sweep_dir.glob("train/*/checkpoint_*")):
+            return None
         from ray.util.state import list_actors
 
+        try:
+            actors = list_actors(address=address, limit=10000, filters=[
+                ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"), ("job_id", "=", job)])
+        except Exception:  # noqa: BLE001 - ask again
+            return None
+        return actors[0].pid if actors else None
+
+    def kill_a_worker_after_first_checkpoint():
         deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            if list(train_dir.glob("*/checkpoint_*")):
-                for actor in list_actors(address=gcs_address(),
-                                         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
-                    os.kill(actor.pid, signal.SIGKILL)
-                    killed.append(actor.pid)
-                    return
+        while time.time() < deadline and not killed and not done.is_set():
+            pid = process_that_trains()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
             time.sleep(0.2)
 
     killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
     killer.start()
-    summary = run_sweep(spec)
-    killer.join(timeout=5)
+    try:
+        summary = run_sweep(spec)
+    finally:
+        done.set()
+        killer.join(timeout=5)
     assert killed, "no worker was killed: the test did not inject its fault"
     assert summary["trials"] == {"total": 1, "completed": 1, "stopped_early": 0, "failed": 0}
     trial = json.loads((Path(summary["storage"]) / "trials.json").read_text())[0]

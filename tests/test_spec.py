@@ -109,6 +109,9 @@ def test_relative_data_paths_resolve_against_the_spec_file(tmp_path):
     ({"search": {"space": {"train.lr": {"normal": [0, 1]}}}}, "unknown distribution 'normal'"),
     ({"search": {"space": {"train.epochs": {"int": [1.5, 3]}}}}, "bounds must be whole numbers"),
     ({"search": {"algorithm": "grid", "space": {"train.lr": {"uniform": [0.1, 0.2]}}}}, "grid search needs grid or choice values"),
+    ({"search": {"trial_runner": "in_trial"}, "resources": {"workers": 2}},
+     "search.trial_runner: in_trial trains in the trial's own process, one worker, but resources.workers is 2"),
+    ({"search": {"trial_runner": "subprocess"}}, "search.trial_runner: Input should be 'auto', 'in_trial' or 'ray_train'"),
 ])
 def test_bad_fields_are_named_with_the_file(tmp_path, change, expected):
     raw = {**BASE, **change}

@@ -69,7 +69,7 @@ def test_unreachable_server_is_one_line_and_exit_2_before_any_training(tmp_path,
     assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
-def test_child_end_states_artifacts_and_resume_are_idempotent(tmp_path):
+def test_child_end_states_orphans_artifacts_and_resume_are_idempotent(tmp_path):
     uri = _sqlite(tmp_path)
     spec = spec_from_dict({"name": "states", "task": "text-classification", "data": {"format": "synthetic"},
                            "tracking": {"uri": uri},
@@ -77,7 +77,9 @@ def test_child_end_states_artifacts_and_resume_are_idempotent(tmp_path):
     sweep_dir = tmp_path / "sweep"
     parent = tracking.start_sweep_run(spec, "states-1234", sweep_dir, resume=False)
     assert json.loads((sweep_dir / "mlflow.json").read_text())["parent_run_id"] == parent.run_id
-    children = {t: tracking.start_child_run(parent.to_config(), t, {"train.lr": 1e-4})["run_id"] for t in "abc"}
+    # "d": a trial a killed driver started after Tune's last state save; the resumed sweep never
+    # heard of it, so it is not among the trials below.
+    children = {t: tracking.start_child_run(parent.to_config(), t, {"train.lr": 1e-4})["run_id"] for t in "abcd"}
     (sweep_dir / "curves.png").write_bytes(b"\x89PNG\r\n")
     trials = [TrialRecord("a", {"train.lr": 1e-4}, "completed", best_value=0.9),
               TrialRecord("b", {"train.lr": 1e-4}, "stopped_early", best_value=0.5),
@@ -91,7 +93,8 @@ def test_child_end_states_artifacts_and_resume_are_idempotent(tmp_path):
     client = tracking.client_for(uri)
     runs = {t: client.get_run(r) for t, r in children.items()}
     assert {t: (r.info.status, r.data.tags[tracking.END_STATE_TAG]) for t, r in runs.items()} == {
-        "a": ("FINISHED", "completed"), "b": ("KILLED", "stopped_early"), "c": ("FAILED", "failed")}
+        "a": ("FINISHED", "completed"), "b": ("KILLED", "stopped_early"), "c": ("FAILED", "failed"),
+        "d": ("KILLED", tracking.ORPHANED)}
     assert runs["c"].data.tags["tunefleet.error"] == "boom"
     assert all(r.data.tags[tracking.PARENT_TAG] == parent.run_id for r in runs.values())
     assert runs["a"].data.params == {"train.lr": "0.0001"}
@@ -106,7 +109,7 @@ def test_child_end_states_artifacts_and_resume_are_idempotent(tmp_path):
     again = tracking.start_sweep_run(spec, "states-1234", sweep_dir, resume=True)
     assert again.run_id == parent.run_id
     assert tracking.start_child_run(again.to_config(), "b", {"train.lr": 1e-4})["run_id"] == children["b"]
-    assert len(client.search_runs([parent.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.run_id}'")) == 3
+    assert len(client.search_runs([parent.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent.run_id}'")) == 4
 
     off = spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"enabled": False})})
     assert tracking.start_sweep_run(off, "x", tmp_path / "off", resume=False) is None

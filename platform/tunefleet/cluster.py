@@ -42,7 +42,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | train_controller_env(local=not address)
+    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+                # How long Tune waits for a stopped trial's function to return before reusing its
+                # process for the next trial (Ray's default: 2 s). Unwinding the loop flushes the
+                # trial's queued MLflow metrics, which can take longer; a reuse that times out fails
+                # the next trial.
+                "TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60"),
+                } | train_controller_env(local=not address)
     if not address:
         env_vars |= serve_controller_env()
     # The driver and every trial talk to MLflow with the same bounded retries.

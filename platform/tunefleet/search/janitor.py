@@ -1,4 +1,4 @@
-"""Keeps a sweep's disk use bounded while it runs: a trial a scheduler stopped loses its Train run's
+"""Keeps a sweep's disk use bounded while it runs: a trial a scheduler stopped loses its
 checkpoints at once (unless `search.keep_stopped_checkpoints`), and of the trials that completed only
 the best so far keeps its checkpoints. A Tune callback on the driver, built lazily so that importing
 this module does not import Ray."""
@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 
-def checkpoint_janitor(train_dir: Path, metric: str, mode: str, keep_stopped: bool) -> Any:
+def checkpoint_janitor(sweep_dir: Path, metric: str, mode: str, keep_stopped: bool) -> Any:
     """The `ray.tune.Callback` for `RunConfig(callbacks=...)`.
 
     Args:
-        train_dir: the sweep's Train storage; trial `T`'s checkpoints are `train_dir/T/checkpoint_*`.
+        sweep_dir: the sweep's folder; trial `T`'s checkpoints are `sweep_dir/T/checkpoint_*` when it
+            trained in its own process, `sweep_dir/train/T/checkpoint_*` when it ran a Train run.
         metric: the validation metric; a trial reports its best so far as `best_<metric>`.
         keep_stopped: keep the checkpoints of trials a scheduler stopped (to inspect them).
     """
@@ -48,8 +49,9 @@ def checkpoint_janitor(train_dir: Path, metric: str, mode: str, keep_stopped: bo
                 self._drop(trial.trial_id)
 
         def _drop(self, trial_id: str) -> None:
-            for folder in (train_dir / trial_id).glob("checkpoint_*"):
-                if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
-                    shutil.rmtree(folder, ignore_errors=True)
+            for owner in (sweep_dir / trial_id, sweep_dir / "train" / trial_id):
+                for folder in owner.glob("checkpoint_*"):
+                    if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
+                        shutil.rmtree(folder, ignore_errors=True)
 
     return _Janitor()

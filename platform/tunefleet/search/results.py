@@ -58,7 +58,10 @@ def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialR
             status, error = "stopped_early", None
         else:
             status, error = "completed", None
-        checkpoint = next((h.get("checkpoint_path") for h in reversed(history) if h.get("checkpoint_path")), None)
+        # A Train run's checkpoint path comes with its reports; a trial that trained in its own
+        # process gave its checkpoints to Tune. Either way the latest is the trial's best.
+        checkpoint = next((h.get("checkpoint_path") for h in reversed(history) if h.get("checkpoint_path")), None) \
+            or (result.checkpoint.path if result.checkpoint is not None else None)
         trials.append(TrialRecord(
             trial_id=history[-1]["trial_id"] if history and "trial_id" in history[-1] else Path(result.path).name,
             config=config, status=status, history=evaluations, best_value=best_value,

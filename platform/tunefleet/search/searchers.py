@@ -12,35 +12,45 @@ Adding a search algorithm is a builder here and a line in `plugins.SEARCHERS`;
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 from ..spec import Spec
+from .warm_start import EarlierTrial
 
 
 class SearcherBuilder(Protocol):
-    def __call__(self, spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+    def __call__(self, spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
+                 earlier: Sequence[EarlierTrial] = ()) -> Any:
         """The search algorithm for `spec.search`.
 
         Args:
             points: hyperparameters (dotted spec path -> value) to evaluate first, in order.
             max_concurrent: most trials at once (0: no limit).
+            earlier: trials of earlier sweeps, already evaluated (`warm_start.py`); gathered only
+                for a searcher that models results (optuna), the others are never given any.
         """
 
 
-def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
-    """Optuna's TPE, seeded by `search.seed`; a `Searcher`, so Tune limits its concurrency."""
+def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
+               earlier: Sequence[EarlierTrial] = ()) -> Any:
+    """Optuna's TPE, seeded by `search.seed`; a `Searcher`, so Tune limits its concurrency. Earlier
+    sweeps' trials enter its study as finished trials before its first proposal."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .optuna_warm import WarmStartedOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # TPE samples at random until it has n_startup_trials results; Optuna's default of 10 would
     # leave a 16-trial sweep mostly random. A quarter of the budget (3 to 10) lets TPE steer.
+    # Earlier trials count towards them: a warm-started sweep models from its first trial.
     startup = min(10, max(3, spec.search.num_trials // 4))
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
-    return OptunaSearch(sampler=sampler, points_to_evaluate=points or None)
+
+    return WarmStartedOptunaSearch(sampler=sampler, points_to_evaluate=points or None, earlier=earlier)
 
 
-def random_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+def random_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
+                  earlier: Sequence[EarlierTrial] = ()) -> Any:
     """Tune's random sampling, seeded by `search.seed`."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -49,7 +59,8 @@ def random_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int)
                                  max_concurrent=max_concurrent)
 
 
-def grid_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int) -> Any:
+def grid_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
+                earlier: Sequence[EarlierTrial] = ()) -> Any:
     """Every combination of the space's grid and choice values, each once."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

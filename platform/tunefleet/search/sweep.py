@@ -1,22 +1,32 @@
 """Sweeps: Ray Tune explores the spec's search space, each trial one Ray Train run of the loop.
 
-The shape follows Ray Train V2's documented pattern: a Tune *function* trial builds and fits a
-`TorchTrainer`, and `TuneReportCallback` forwards every `ray.train.report` to Tune, where the search
-algorithm and the scheduler, plug-ins named by the spec (`searchers.py`, `schedulers.py`), see it.
+A trial trains in one of two ways (`search.trial_runner`):
+- several workers: Ray Train V2's documented pattern, a Tune *function* trial builds and fits a
+  `TorchTrainer`, and `TuneReportCallback` forwards every `ray.train.report` to Tune;
+- one worker (`auto`'s choice then): the loop runs in the Tune trial's own process and reports with
+  `ray.tune.report`. A Train run would add a controller, a worker group and a fresh worker process
+  that imports torch and transformers again, 15-20 s per trial on 2 cores, and would keep the trial
+  process busy in `fit()` so that Tune could not reuse it once a scheduler stopped the trial. In
+  its own process the stopped trial waits inside `report`, Tune ends it there, and the next trial
+  starts in the same process with everything imported (`reuse_actors`).
+Either way the search algorithm and the scheduler, plug-ins named by the spec (`searchers.py`,
+`schedulers.py`), see every evaluation.
 
-The sweep, top to bottom in `run_sweep`: check the input, tokenize once, plan resources, build the
-space (`space.py`), searcher, scheduler, stoppers (`stoppers.py`) and the checkpoint janitor
-(`janitor.py`), fit, then read the trials back (`results.py`), draw the plots, register the best.
+The sweep, top to bottom in `run_sweep`: check the input, tokenize once, gather earlier sweeps'
+trials to start from (`warm_start.py`), plan resources, build the space (`space.py`), searcher,
+scheduler, stoppers (`stoppers.py`) and the checkpoint janitor (`janitor.py`), fit, then read the
+trials back (`results.py`), draw the plots, register the best.
 
 What makes it reliable on a small machine:
-- resources are planned before launch: the trial function itself holds no CPU (it only waits on
-  `fit()`), its Train workers hold `workers x cpus_per_worker`, and Tune never runs more trials at
-  once than the cluster can host, so a worker group never waits for resources that will not come;
+- resources are planned before launch: a trial that trains in its own process holds its worker's
+  CPUs (and GPU); one that runs a Train run holds no CPU (it only waits on `fit()`) and its Train
+  workers hold `workers x cpus_per_worker`; Tune never runs more trials at once than the cluster can
+  host, so a worker group never waits for resources that will not come;
 - the data is tokenized once by the sweep's driver and handed to every trial through the object store;
 - trials stopped by a scheduler lose their checkpoints (unless `keep_stopped_checkpoints`), and a
   finished trial's checkpoint survives only while it is the best so far, so disk use stays bounded;
 - the sweep's name is derived from the spec, so `--resume` finds it again and Tune finishes only the
-  trials that had not completed (an unfinished trial's Train run resumes from its own checkpoint).
+  trials that had not completed (an unfinished trial resumes from its own latest checkpoint).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .. import plugins
 from ..cluster import PlanError, plan_resources, start_ray, storage_uri
@@ -37,10 +47,12 @@ from .plots import save_sweep_plots
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
 from .space import first_point, seed_point, tune_space
 from .stoppers import sweep_stopper
+from .warm_start import EarlierTrial, WarmStart, earlier_trials, fingerprint
 
 # Re-exported: tests and callers import these from here, where the sweep uses them.
 __all__ = ["PlanError", "SweepExistsError", "TrialRecord", "build_scheduler", "build_search_alg", "collect_trials",
-           "first_point", "pick_best", "run_sweep", "run_trial", "seed_point", "sweep_name", "tune_space"]
+           "first_point", "pick_best", "run_sweep", "run_trial", "seed_point", "sweep_name", "trains_in_trial",
+           "tune_space"]
 
 log = logging.getLogger("tunefleet.search")
 
@@ -79,9 +91,31 @@ def run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any, 
         log.warning("mlflow: trial %s trains untracked, the tracking store is unusable: %s", trial_id,
                     (str(exc).splitlines() or [type(exc).__name__])[0][:300])
         child = None
+    if trains_in_trial(spec):
+        from ..train.loop import run_loop
+        from ..train.session import TuneTrialSession
+
+        run_loop({"spec": spec.to_dict(), "data": data_ref, "label_names": label_names, "tracking": child},
+                 TuneTrialSession())
+        return
     trainer = build_trainer(spec, data_ref, label_names, run_name=trial_id, callbacks=[TuneReportCallback()],
                             tracking=child)
     trainer.fit()
+
+
+def trains_in_trial(spec: Spec) -> bool:
+    """Whether a trial of this spec trains in the Tune trial's own process (`search.trial_runner`)."""
+    runner = spec.search.trial_runner
+    return runner == "in_trial" or (runner == "auto" and spec.resources.workers == 1)
+
+
+def _trial_resources(spec: Spec) -> dict[str, float]:
+    if trains_in_trial(spec):
+        res = spec.resources
+        return {"cpu": res.cpus_per_worker} | ({"gpu": res.gpus_per_worker} if res.gpus_per_worker else {})
+    # The trial function only waits on fit(); its Train workers hold the CPUs. Ray refuses an empty
+    # placement group, so the trial reserves the memory its process needs instead of a CPU.
+    return {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}
 
 
 # ---- the sweep ------------------------------------------------------------------------------------
@@ -121,6 +155,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     prepared = prepare_data(spec)
     log.info("data: %s (tokenization %s)", {k: len(v) for k, v in prepared.tokenized.items()},
              "from cache" if prepared.from_cache else "done, cached")
+    own_fingerprint = fingerprint(spec, prepared.splits.fingerprint)
+    warm = _warm_start(spec, sweep_dir, own_fingerprint, resume)  # a named sweep that is missing fails here
     start_ray(spec)
     concurrency = _concurrency(spec)
     parent = tracking.start_sweep_run(spec, name, sweep_dir, resume)  # None when tracking is off
@@ -130,18 +166,19 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         tune.with_parameters(run_trial, base_spec=spec.to_dict(), data_ref=data_ref,
                              label_names=prepared.splits.label_names, train_storage=str(sweep_dir / "train"),
                              tracking=parent.to_config() if parent else None),
-        # The trial function only waits on fit(); its Train workers hold the CPUs. Ray refuses an
-        # empty placement group, so the trial reserves the memory its process needs instead of a CPU.
-        {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY},
+        _trial_resources(spec),
     )
     stopper = sweep_stopper(spec, metric, mode)
-    housekeeping = checkpoint_janitor(sweep_dir / "train", metric, mode, spec.search.keep_stopped_checkpoints)
+    housekeeping = checkpoint_janitor(sweep_dir, metric, mode, spec.search.keep_stopped_checkpoints)
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
         # A trial's Train run already retries worker failures; this retries the trial itself (its
         # function died, e.g. with its node), which then resumes its Train run from checkpoint.
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
         stop=stopper,
+        # A trial in its own process gives Tune its checkpoints; the loop publishes one only when the
+        # metric improved, so the latest is the best.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[housekeeping, *([stopper.plateau] if stopper and stopper.plateau else []), *(callbacks or [])],
         verbose=1,
     )
@@ -151,7 +188,7 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     else:
         from ray.tune.search import Searcher
 
-        search_alg = build_search_alg(spec, concurrency)
+        search_alg = build_search_alg(spec, concurrency, warm.trials)
         tuner = tune.Tuner(
             trainable,
             param_space=tune_space(spec),
@@ -168,6 +205,9 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             ),
             run_config=run_config,
         )
+    if not resume:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "warm_start.json").write_text(json.dumps(warm.summary()))
     try:
         grid = tuner.fit()
     except BaseException:
@@ -177,15 +217,17 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
     best = pick_best(trials, mode)
     summary = summarise(spec, name, sweep_dir, trials, best, prepared, time.perf_counter() - started)
+    # What later sweeps compare before they warm-start from this one, and what this one started from.
+    summary |= {"fingerprint": own_fingerprint, "warm_start": warm.summary()}
     # Written before MLflow is touched again: the sweep's result stands whatever the store does.
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"])
+    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], summary["warm_start"])
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
 def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
-                     best: dict[str, Any] | None) -> dict[str, Any]:
+                     best: dict[str, Any] | None, warm_start: dict[str, Any]) -> dict[str, Any]:
     """MLflow's part of the summary: children's end states, the parent's artifacts, and the best
     model registered under the spec's name behind the champion gate.
 
@@ -202,7 +244,8 @@ def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials
     except tracking.TrackingError as exc:
         return _tracking_failed(parent, best, str(exc))
     try:
-        mlflow_info = tracking.finish_sweep(parent, spec, sweep_dir, trials, best)
+        mlflow_info = tracking.finish_sweep(parent, spec, sweep_dir, trials, best,
+                                            tags={"tunefleet.warm_start": json.dumps(warm_start)})
         registered = None if best is None else register_checkpoint(
             best["checkpoint"], spec.name, best["metrics"]["test"], tracking_uri=parent.tracking_uri,
             run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name)
@@ -219,6 +262,18 @@ def _tracking_failed(parent: Any, best: dict[str, Any] | None, reason: str) -> d
     log.error("%s", reason)
     return {"mlflow": parent.summary("parent_run_id") | {"error": reason},
             "registered": None if best is None else {"error": reason}}
+
+
+def _warm_start(spec: Spec, sweep_dir: Path, own_fingerprint: dict[str, str], resume: bool) -> WarmStart:
+    """The earlier trials this sweep starts from, gathered once when it starts and kept in its
+    folder: a resumed sweep's searcher already holds them, and its summary reports them again."""
+    saved = sweep_dir / "warm_start.json"
+    if resume:
+        try:
+            return WarmStart.from_summary(json.loads(saved.read_text()))
+        except (OSError, ValueError, TypeError):
+            return WarmStart()
+    return earlier_trials(spec, sweep_dir, own_fingerprint)
 
 
 def _check_existing(sweep_dir: Path, name: str, spec: Spec, resume: bool, restart: bool) -> None:
@@ -251,16 +306,17 @@ def _concurrency(spec: Spec) -> int:
 
 # ---- plug-ins -------------------------------------------------------------------------------------
 
-def build_search_alg(spec: Spec, max_concurrent: int = 0) -> Any:
+def build_search_alg(spec: Spec, max_concurrent: int = 0, earlier: Sequence[EarlierTrial] = ()) -> Any:
     """The search algorithm named by `search.algorithm` (see `searchers.py`), seeded with the first
     point (`first_point`); metric and mode reach it through TuneConfig.
 
     Args:
         max_concurrent: most trials at once (0: no limit).
+        earlier: earlier sweeps' trials to start from (`warm_start.py`).
     """
     point = first_point(spec)
     build = plugins.load("search algorithm", spec.search.algorithm)
-    return build(spec, [point] if point else [], max_concurrent)
+    return build(spec, [point] if point else [], max_concurrent, earlier=earlier)
 
 
 def build_scheduler(spec: Spec) -> Any:
@@ -270,12 +326,13 @@ def build_scheduler(spec: Spec) -> Any:
 
 
 def _can_reuse_trial_actors(spec: Spec) -> bool:
-    """Whether the next trial may run in the process of the one that just finished.
+    """Whether the next trial may run in the process of the one that just ended.
 
-    Reuse skips starting and importing a fresh trial process (about 1 s of a trial's start-up in a
-    Ray timeline on the 2-core machine; end to end the gain was within run-to-run noise, see
-    benchmarks/RESULTS.md). Tune can only reuse a process once the trial's function
-    has returned. A trial that a scheduler stops early is still inside `fit()`, and reusing its
-    process would fail the *next* trial. So reuse is on only when no scheduler can stop a trial.
+    Reuse skips starting a process and importing torch and transformers in it again. Tune reuses a
+    process only once the trial's function has returned (it waits `TUNE_FUNCTION_THREAD_TIMEOUT_S`,
+    set in `cluster.py`). A trial that trains in its own process returns as soon as a scheduler stops
+    it: it is waiting in `report`. A trial that runs a Train run is inside `fit()` until that run has
+    wound down, so reusing its process would fail the *next* trial; it is reused only when no
+    scheduler can stop a trial.
     """
-    return spec.search.scheduler == "none"
+    return trains_in_trial(spec) or spec.search.scheduler == "none"

@@ -255,12 +255,13 @@ def end_run(target: TrackingTarget | None, status: str) -> None:
 
 
 def finish_sweep(target: TrackingTarget | None, spec: Spec, sweep_dir: Path, trials: list[Any],
-                 best: dict[str, Any] | None) -> dict[str, Any] | None:
+                 best: dict[str, Any] | None, tags: dict[str, str] | None = None) -> dict[str, Any] | None:
     """After the sweep: set every child's end state and log the parent's artifacts and best metrics.
 
     Args:
         trials: the sweep's `TrialRecord`s.
         best: the summary's `best` entry (trial id, checkpoint, validation and test metrics) or None.
+        tags: more tags for the parent run (e.g. what the sweep warm-started from).
 
     Returns:
         `{"tracking_uri", "experiment", "parent_run_id"}` for the sweep's summary, or None untracked.
@@ -283,7 +284,7 @@ def finish_sweep(target: TrackingTarget | None, spec: Spec, sweep_dir: Path, tri
         # never heard of it and ran another in its place. Its run stays visible, marked as such.
         client.set_tag(run.info.run_id, END_STATE_TAG, ORPHANED)
         client.set_terminated(run.info.run_id, "KILLED")
-    for key, value in _cluster_shape().items():
+    for key, value in (_cluster_shape() | (tags or {})).items():
         client.set_tag(target.run_id, key, value)
     with _staging() as folder:
         (folder / "spec.yaml").write_text(_spec_yaml(spec))

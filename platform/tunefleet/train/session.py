@@ -1,11 +1,13 @@
 """Where the loop runs: the few things `run_loop` needs from its surroundings.
 
 The loop asks its session for its rank and world size, its device, a model wrapped for data
-parallelism, the checkpoint to resume from, and a place to report metrics and checkpoints to. Two
+parallelism, the checkpoint to resume from, and a place to report metrics and checkpoints to. Three
 sessions exist:
 
 - `RayTrainSession`: inside a Ray Train worker (`TorchTrainer`): Ray's context, device, DDP wrapper,
   checkpoints and `ray.train.report`, through which metrics reach Tune's schedulers.
+- `TuneTrialSession`: a sweep's one-worker trial, trained in the Tune trial's own process
+  (`search.trial_runner`): `ray.tune.report` and Tune's checkpoints, no Train run in between.
 - `LocalSession`: without Ray, in one process or under `torchrun` (which sets RANK, WORLD_SIZE and
   LOCAL_RANK): `torch.distributed` for DDP, and a folder that keeps the best checkpoint and every
   report. It keeps the loop debuggable with a plain debugger, and runnable where Ray is not installed.
@@ -73,6 +75,47 @@ class RayTrainSession:
             ray.train.report(metrics)
         else:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)))
+
+
+class TuneTrialSession:
+    """The loop in a Ray Tune trial's own process: one worker, no Ray Train run around it.
+
+    Tune keeps the trial's checkpoints (under the sweep's folder, `<trial>/checkpoint_*`), hands the
+    latest back when it retries or resumes the trial, and sends each report to the scheduler. A
+    trial that the scheduler stops is waiting inside `report` (Tune's function trials report
+    synchronously), where Tune ends its thread, so the process is free for the next trial at once.
+    """
+
+    rank, world = 0, 1
+
+    def __init__(self) -> None:
+        import ray
+
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def device(self) -> Any:
+        import ray
+        import torch
+
+        # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU(s): the first visible one is its own.
+        return torch.device("cuda:0" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
+    def prepare(self, model: Any) -> Any:
+        return model.to(self.device())
+
+    def resume_dir(self) -> ContextManager[str | None]:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        return checkpoint.as_directory() if checkpoint else nullcontext()
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        from ray import tune
+
+        if checkpoint is None:
+            tune.report(metrics)
+        else:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)))
 
 
 class LocalSession:
