@@ -223,6 +223,9 @@ class SearchConfig(_Frozen):
     @field_validator("warm_start", mode="before")
     @classmethod
     def _sweep_names(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (and `no`) as false, `on` as true.
+        if isinstance(value, bool):
+            return "auto" if value else "off"
         # One sweep may be named without a list.
         return [value] if isinstance(value, str) and value not in ("auto", "off") else value
 
