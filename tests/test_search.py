@@ -308,9 +308,9 @@ def test_sweep_ends_early_at_the_target_or_on_a_plateau(tiny_model, tmp_path, ra
 @pytest.mark.slow
 def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
     spec = make_spec(tiny_model, tmp_path, resources={"workers": 2, "cpus_per_worker": 1}, train={"epochs": 2},
-                     search={"num_trials": 2, "scheduler": "none", "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
+                     search={"num_trials": 1, "scheduler": "none", "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
     summary = run_sweep(spec)
-    assert summary["trials"] == {"total": 2, "completed": 2, "stopped_early": 0, "failed": 0}
+    assert summary["trials"] == {"total": 1, "completed": 1, "stopped_early": 0, "failed": 0}
     trials = json.loads((Path(summary["storage"]) / "trials.json").read_text())
     assert all(h["workers"] == 2 for t in trials for h in t["history"])
     # Several workers: each trial ran a Train run, whose checkpoints live under the sweep's train/.
