@@ -5,7 +5,8 @@
 - `tokenized`: tokenize the splits once and cache them on disk;
 - `batching`: length-grouped, sharded, dynamically padded batches;
 - `loop`: `run_loop`, the loop every worker runs (read it top to bottom), and Ray Train's entry point;
-- `session`: where the loop runs: inside Ray Train, or without Ray (one process or torchrun);
+- `session`: where the loop runs: inside Ray Train, in a Ray Tune trial's own process, or without Ray
+  (one process or torchrun);
 - `local`: `train_local` and `python -m tunefleet.train.local`, the loop without Ray;
 - `checkpoint`: the checkpoint folder (HF layout + `tunefleet.json`) and resuming from it;
 - `runlog`: rank 0's metrics to its MLflow run, batched in the background;

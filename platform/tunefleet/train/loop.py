@@ -1,10 +1,11 @@
-"""The fine-tuning loop that every worker runs, under Ray Train or without Ray.
+"""The fine-tuning loop that every worker runs, under Ray Train, in a Ray Tune trial, or without Ray.
 
 `run_loop(config, session)` reads top to bottom: set up (data, tokenizer, model, optimizer,
 schedule), maybe resume, then loop epochs of training with evaluation, early stopping, checkpointing
 and reporting. Where it runs is the `session`'s business (`train.session`): under Ray Train
 (`train_loop_per_worker`, what `TorchTrainer` starts on every worker) the session is Ray's context,
-checkpoints and reports; without Ray (`train.local`, one process or `torchrun` for DDP) it is
+checkpoints and reports; in a sweep's one-worker trial (`search.sweep.run_trial`) it is Tune's
+checkpoints and `ray.tune.report`; without Ray (`train.local`, one process or `torchrun` for DDP) it is
 `torch.distributed` and a folder. Workers train on disjoint shards and evaluate on disjoint shards
 whose predictions are gathered, so every worker computes the same metric and takes the same
 early-stopping decision.
