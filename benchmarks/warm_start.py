@@ -1,0 +1,103 @@
+"""Does a sweep warm-started from an earlier one get to the earlier one's best sooner than a cold one?
+
+    .venv/bin/python benchmarks/warm_start.py [--train 2000] [--trials 8] [--out FILE]
+
+The work of `sweep_vs_trainer.py` (first N CoNLL-2003 sentences, bundled MiniLM, batch 16, TPE +
+ASHA, one trial at a time on 2 CPUs), three sweeps in one process:
+- first: TPE seed 0, nothing to start from;
+- warm: TPE seed 1, `search.warm_start: auto` in the first sweep's storage folder (so it starts from
+  the first sweep's trials);
+- cold: TPE seed 1, `warm_start: off`, in a folder of its own.
+For each, the trial-epochs (evaluations, in the order they came) it spent until its validation F1
+first reached the first sweep's best, and its own best. The issue's target: the warm sweep needs at
+most half the trial-epochs that the first needed to reach its best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sweep_vs_trainer as work  # noqa: E402 - the same data and spec as the Trainer comparison
+from machine import machine  # noqa: E402
+
+
+def run(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    from tunefleet.search.sweep import run_sweep
+    from tunefleet.spec import spec_from_dict
+
+    class Evaluations(tune.Callback):
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            if result.get("val_f1") is not None and not result.get("diverged"):
+                self.values.append(result["val_f1"])
+
+    clock = Evaluations()
+    summary = run_sweep(spec_from_dict(spec_dict), callbacks=[clock])
+    return {"evaluations": clock.values, "best": max(clock.values, default=None),
+            "trial_epochs": summary["trial_epochs"], "wall_seconds": summary["wall_seconds"],
+            "warm_start": summary["warm_start"],
+            "test_f1": summary["best"]["metrics"]["test"]["f1"] if summary["best"] else None}
+
+
+def epochs_to_reach(values: list[float], target: float) -> int | None:
+    """Trial-epochs spent until the first evaluation at or above `target` (that one included)."""
+    return next((i + 1 for i, value in enumerate(values) if value >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=2000)
+    parser.add_argument("--validation", type=int, default=1000)
+    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--out", metavar="FILE")
+    args = parser.parse_args()
+    if not work.CONLL.exists():
+        sys.exit(f"{work.CONLL} not found: ../shared/data must lie beside the project")
+    with tempfile.TemporaryDirectory(prefix="warm-start-") as folder:
+        root = Path(folder)
+        files = work.write_first_sentences(args, root / "data")
+        args.data_dir = str(Path(files["train"]).parent)
+
+        def spec(storage: str, seed: int, warm_start: str) -> dict[str, Any]:
+            raw = work.sweep_spec(args, root / storage)
+            raw["search"] |= {"seed": seed, "warm_start": warm_start}
+            return raw
+
+        sweeps = {"first": run(spec("shared", 0, "off")),
+                  "warm": run(spec("shared", 1, "auto")),
+                  "cold": run(spec("alone", 1, "off"))}
+    target = sweeps["first"]["best"]
+    for result in sweeps.values():
+        result["trial_epochs_to_first_best"] = epochs_to_reach(result["evaluations"], target)
+    report = {"benchmark": "warm_start", "work": {k: getattr(args, k) for k in
+                                                  ("train", "validation", "test", "trials", "epochs", "cpus", "precision")},
+              "cpu": machine(), "first_best": target, **sweeps}
+    print("| sweep | starts from | best validation F1 | its test F1 | trial-epochs to the first's best | trial-epochs | wall |")
+    print("|---|---|---|---|---|---|---|")
+    for name, result in sweeps.items():
+        print(f"| {name} | {result['warm_start']['trials_used']} earlier trials | {result['best']:.4f} | "
+              f"{result['test_f1']:.4f} | {result['trial_epochs_to_first_best']} | {result['trial_epochs']} | "
+              f"{result['wall_seconds']} s |")
+    line = json.dumps(report)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
