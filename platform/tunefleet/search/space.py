@@ -89,11 +89,18 @@ def _point_in_space(raw: dict[str, Any], space: dict[str, dict[str, Any]]) -> di
         value: Any = raw
         for part in path.split("."):  # `train.lr`, or a nested section's `train.peft.r`
             value = value.get(part) if isinstance(value, dict) else None
-        (kind, args), = dist.items()
-        if value is None:
-            return None
-        inside = value in args if kind in ("choice", "grid") else (args[0] <= value <= args[1])
-        if not inside:
+        if value is None or not value_inside(dist, value):
             return None
         point[path] = value
     return point or None
+
+
+def value_inside(dist: dict[str, Any], value: Any) -> bool:
+    """Whether `value` is one the distribution (`{"loguniform": [low, high]}`, `{"choice": [...]}`,
+    ...) can produce: among the listed values, or a number within the bounds (a whole one for `int`)."""
+    (kind, args), = dist.items()
+    if kind in ("choice", "grid"):
+        return value in args
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return args[0] <= value <= args[1] and (kind != "int" or value == int(value))

@@ -1,4 +1,4 @@
-"""Sweeps: Ray Tune explores the spec's search space, each trial one Ray Train run of the loop.
+"""Sweeps: Ray Tune explores the spec's search space, each trial one run of the loop.
 
 A trial trains in one of two ways (`search.trial_runner`):
 - several workers: Ray Train V2's documented pattern, a Tune *function* trial builds and fits a
@@ -156,7 +156,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     log.info("data: %s (tokenization %s)", {k: len(v) for k, v in prepared.tokenized.items()},
              "from cache" if prepared.from_cache else "done, cached")
     own_fingerprint = fingerprint(spec, prepared.splits.fingerprint)
-    warm = _warm_start(spec, sweep_dir, own_fingerprint, resume)  # a named sweep that is missing fails here
+    # A resumed sweep's searcher already holds the earlier trials it started from.
+    warm = WarmStart() if resume else earlier_trials(spec, sweep_dir, own_fingerprint)  # a missing named sweep fails here
     start_ray(spec)
     concurrency = _concurrency(spec)
     parent = tracking.start_sweep_run(spec, name, sweep_dir, resume)  # None when tracking is off
@@ -172,8 +173,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     housekeeping = checkpoint_janitor(sweep_dir, metric, mode, spec.search.keep_stopped_checkpoints)
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
-        # A trial's Train run already retries worker failures; this retries the trial itself (its
-        # function died, e.g. with its node), which then resumes its Train run from checkpoint.
+        # Retries a trial whose process died (e.g. with its node) from its latest checkpoint. A trial
+        # that runs a Train run also has Train's own worker retries beneath this.
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
         stop=stopper,
         # A trial in its own process gives Tune its checkpoints; the loop publishes one only when the
@@ -218,7 +219,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     best = pick_best(trials, mode)
     summary = summarise(spec, name, sweep_dir, trials, best, prepared, time.perf_counter() - started)
     # What later sweeps compare before they warm-start from this one, and what this one started from.
-    summary |= {"fingerprint": own_fingerprint, "warm_start": warm.summary()}
+    summary |= {"fingerprint": own_fingerprint,
+                "warm_start": _saved_warm_start(sweep_dir) if resume else warm.summary()}
     # Written before MLflow is touched again: the sweep's result stands whatever the store does.
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], summary["warm_start"])
@@ -264,16 +266,12 @@ def _tracking_failed(parent: Any, best: dict[str, Any] | None, reason: str) -> d
             "registered": None if best is None else {"error": reason}}
 
 
-def _warm_start(spec: Spec, sweep_dir: Path, own_fingerprint: dict[str, str], resume: bool) -> WarmStart:
-    """The earlier trials this sweep starts from, gathered once when it starts and kept in its
-    folder: a resumed sweep's searcher already holds them, and its summary reports them again."""
-    saved = sweep_dir / "warm_start.json"
-    if resume:
-        try:
-            return WarmStart.from_summary(json.loads(saved.read_text()))
-        except (OSError, ValueError, TypeError):
-            return WarmStart()
-    return earlier_trials(spec, sweep_dir, own_fingerprint)
+def _saved_warm_start(sweep_dir: Path) -> dict[str, Any]:
+    """What a resumed sweep started from, as its first run wrote it down."""
+    try:
+        return json.loads((sweep_dir / "warm_start.json").read_text())
+    except (OSError, ValueError):
+        return WarmStart().summary()
 
 
 def _check_existing(sweep_dir: Path, name: str, spec: Spec, resume: bool, restart: bool) -> None:

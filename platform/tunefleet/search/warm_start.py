@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import Spec
+from .space import value_inside
 
 log = logging.getLogger("tunefleet.search")
 
@@ -47,15 +48,9 @@ class WarmStart:
     trials: list[EarlierTrial] = field(default_factory=list)
     sweeps: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> trials
-    restored: int = 0  # trials used, as a resumed sweep reads its saved summary (its searcher has them)
 
     def summary(self) -> dict[str, Any]:
-        return {"trials_used": len(self.trials) or self.restored, "from": self.sweeps, "skipped": self.skipped}
-
-    @classmethod
-    def from_summary(cls, saved: dict[str, Any]) -> "WarmStart":
-        return cls(sweeps=list(saved.get("from", [])), skipped=dict(saved.get("skipped", {})),
-                   restored=int(saved.get("trials_used", 0)))
+        return {"trials_used": len(self.trials), "from": self.sweeps, "skipped": self.skipped}
 
     def _skip(self, reason: str, count: int = 1) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + count
@@ -118,21 +113,12 @@ def _as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) -
     if set(params) != set(space):
         found._skip("other hyperparameters searched")
         return None
-    if not all(_inside(space[path], params[path]) for path in space):
+    if not all(value_inside(space[path], params[path]) for path in space):
         found._skip("outside the space")
         return None
     curve = [h[metric] for h in trial.get("history", []) if _finite(h.get(metric))]
     return EarlierTrial(params=params, value=float(value), pruned=trial["status"] == "stopped_early",
                         curve=curve, sweep=sweep)
-
-
-def _inside(dist: dict[str, Any], value: Any) -> bool:
-    (kind, args), = dist.items()
-    if kind in ("choice", "grid"):
-        return value in args
-    if kind == "int" and (not isinstance(value, (int, float)) or value != int(value)):
-        return False
-    return isinstance(value, (int, float)) and args[0] <= value <= args[1]
 
 
 def _finite(value: Any) -> bool:
