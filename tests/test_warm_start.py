@@ -77,7 +77,8 @@ def test_a_named_sweep_is_used_whatever_it_searched_and_a_missing_one_is_an_erro
     assert earlier_trials(make_spec(tmp_path, warm_start="off"), tmp_path / "new", fingerprint(spec, "d")).trials == []
     # What YAML makes of a bare `off`, as in `--set search.warm_start=off` or a spec file.
     assert make_spec(tmp_path, warm_start=False).search.warm_start == "off"
-    with pytest.raises(SpecError, match="search.warm_start: earlier sweeps' trials can only be handed to optuna"):
+    with pytest.raises(SpecError, match="search.warm_start: earlier sweeps' trials can only be handed to a search "
+                                        "algorithm that models results"):
         make_spec(tmp_path, warm_start=["other-data"], algorithm="random")
 
 

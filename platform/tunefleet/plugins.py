@@ -55,3 +55,9 @@ def load(kind: str, name: str) -> Any:
         raise UnknownPlugin(f"unknown {kind} {name!r}; use one of {', '.join(table)}")
     module, _, attribute = table[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def takes_earlier_trials(algorithm: str) -> bool:
+    """Whether the search algorithm registered under `algorithm` can start from earlier sweeps'
+    trials (`search.warm_start`): its builder says so with `takes_earlier_trials = True`."""
+    return algorithm in SEARCHERS and getattr(load("search algorithm", algorithm), "takes_earlier_trials", False)

@@ -394,9 +394,11 @@ def _validate(raw: dict[str, Any], source: str) -> Spec:
         raise SpecError(source, [_describe(err) for err in exc.errors()]) from None
     spec, problems = _check_plugins(spec)
     problems += check_search_space(spec.search.space, spec)
-    if isinstance(spec.search.warm_start, list) and spec.search.algorithm != "optuna":
-        problems.append(f"search.warm_start: earlier sweeps' trials can only be handed to optuna, but "
-                        f"search.algorithm is {spec.search.algorithm}; use optuna or set warm_start: off")
+    if isinstance(spec.search.warm_start, list) and spec.search.algorithm in plugins.SEARCHERS:
+        if not plugins.takes_earlier_trials(spec.search.algorithm):
+            problems.append(f"search.warm_start: earlier sweeps' trials can only be handed to a search algorithm "
+                            f"that models results (optuna), but search.algorithm is {spec.search.algorithm}; "
+                            "use optuna or set warm_start: off")
     if spec.search.trial_runner == "in_trial" and spec.resources.workers > 1:
         problems.append(f"search.trial_runner: in_trial trains in the trial's own process, one worker, but "
                         f"resources.workers is {spec.resources.workers}; use auto or ray_train, or set "

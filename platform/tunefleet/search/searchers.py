@@ -27,7 +27,7 @@ class SearcherBuilder(Protocol):
             points: hyperparameters (dotted spec path -> value) to evaluate first, in order.
             max_concurrent: most trials at once (0: no limit).
             earlier: trials of earlier sweeps, already evaluated (`warm_start.py`); gathered only
-                for a searcher that models results (optuna), the others are never given any.
+                for a builder with `takes_earlier_trials = True`, the others are never given any.
         """
 
 
@@ -47,6 +47,11 @@ def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
     sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=startup)
 
     return WarmStartedOptunaSearch(sampler=sampler, points_to_evaluate=points or None, earlier=earlier)
+
+
+# A builder that models results declares it: only such a searcher is handed earlier sweeps' trials
+# (`search.warm_start`); the others sample regardless of what was measured.
+optuna_tpe.takes_earlier_trials = True  # type: ignore[attr-defined]
 
 
 def random_search(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import plugins
 from ..spec import Spec
 from .space import value_inside
 
@@ -70,7 +71,7 @@ def earlier_trials(spec: Spec, sweep_dir: Path, own: dict[str, str]) -> WarmStar
     """
     setting = spec.search.warm_start
     found = WarmStart()
-    if setting == "off" or spec.search.algorithm != "optuna":
+    if setting == "off" or not plugins.takes_earlier_trials(spec.search.algorithm):
         return found
     storage = sweep_dir.parent
     if setting == "auto":
@@ -83,7 +84,8 @@ def earlier_trials(spec: Spec, sweep_dir: Path, own: dict[str, str]) -> WarmStar
         if summary is None or trials is None:
             if setting != "auto":
                 raise FileNotFoundError(f"{spec.source}: search.warm_start names {folder.name}, but "
-                                        f"{folder} holds no finished sweep (summary.json and trials.json)")
+                                        f"{folder} holds no finished sweep (summary.json and trials.json); name "
+                                        "a finished sweep's folder under resources.storage_path, or use auto")
             continue
         if setting == "auto" and summary.get("fingerprint") != own:
             found._skip("other task, model, data or metric", len(trials))
