@@ -153,6 +153,12 @@ def test_sweep_over_http_with_ray_workers(tmp_path, tiny_model, ray_cluster, mlf
     registered = summary["registered"]
     assert registered["name"] == "tracked-sweep" and registered["version"] == 1
     assert registered["aliases"] == ["champion"] and registered["promoted"]["promoted"] is True
+    # The best model's per-example test results, kept for the paired promotion gate: their
+    # accuracy, counted by hand, is the test accuracy the summary reports.
+    record = json.loads((Path(summary["storage"]) / "test_predictions.json").read_text())
+    hits = [p == g for p, g in zip(record["predicted"], record["gold"])]
+    assert len(hits) == record["examples"] > 0
+    assert sum(hits) / len(hits) == pytest.approx(summary["best"]["metrics"]["test"]["accuracy"])
 
     client = tracking.client_for(mlflow_server)
     parent = client.get_run(parent_id)
@@ -181,3 +187,9 @@ def test_sweep_over_http_with_ray_workers(tmp_path, tiny_model, ray_cluster, mlf
     resumed = run_sweep(spec, resume=True)
     assert resumed["mlflow"]["parent_run_id"] == parent_id
     assert len(client.search_runs([parent.info.experiment_id], f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'")) == 2
+    # It registered the same model again: on the same test examples with the same predictions, the
+    # paired gate sees no advantage at all, and the first version stays champion.
+    again = resumed["registered"]
+    assert again["version"] == 2 and again["promoted"]["promoted"] is False
+    assert again["promoted"]["paired"]["advantage"] == 0.0 and again["promoted"]["paired"]["interval"] == [0.0, 0.0]
+    assert client.get_model_version("tracked-sweep", "2").tags["tunefleet.test_examples"] == str(record["examples"])

@@ -233,7 +233,7 @@ def _add_registry_parsers(commands: Any) -> None:
         p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
                                               "in the working folder)")
 
-    p = commands.add_parser("models", help="registered models: versions, aliases, metrics, source sweep")
+    p = commands.add_parser("models", help="registered models: versions, aliases, metrics, promotion decisions")
     p.add_argument("name", nargs="?", help="one registered model (default: all)")
     with_store(p)
     p.set_defaults(handler=_cmd_models)
@@ -241,7 +241,7 @@ def _add_registry_parsers(commands: Any) -> None:
     p = commands.add_parser("promote", help="make a version champion if it beats the champion (or --force)")
     p.add_argument("name")
     p.add_argument("version", type=int)
-    p.add_argument("--force", action="store_true", help="promote even if its test metric is not better")
+    p.add_argument("--force", action="store_true", help="promote even if the gate says it is not better")
     with_store(p)
     p.set_defaults(handler=_cmd_promote)
 
@@ -271,11 +271,18 @@ def _cmd_models(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = list_models(args.name, tracking_uri=args.tracking_uri)
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "test metric", "decision", "source sweep", "created"):
+    for column in ("model", "version", "aliases", "test metric", "decision", "gate", "advantage (interval)", "n",
+                   "source sweep", "created"):
         table.add_column(column)
     for r in rows:
         metric = "" if r["test_metric"] is None else f"{r['metric']} {r['test_metric']:.4f}"
+        # The paired gate's verdict: the challenger's advantage over the champion it faced, the
+        # interval at the gate's confidence, and over how many test examples.
+        advantage = "" if r["advantage"] is None else f"{r['advantage']:+.4f}"
+        if r["interval"]:
+            advantage += f" [{r['interval'][0]:+.4f}, {r['interval'][1]:+.4f}] at {r['confidence']:.0%}"
         table.add_row(r["name"], str(r["version"]), ", ".join(r["aliases"]), metric, r["decision"] or "",
+                      r["gate"] or "", advantage, "" if r["test_examples"] is None else str(r["test_examples"]),
                       r["source_sweep"] or "", r["created"])
     Console(stderr=True).print(table)
     return {"models": rows}

@@ -178,8 +178,15 @@ class TrackingConfig(_Frozen):
     uri: str | None = None
     experiment: str | None = None  # None: the spec's name
     enabled: bool = True
-    # A new model becomes champion only if its test metric beats the champion's by this much.
+    # A new model becomes champion only if its test metric beats the champion's by more than this.
     promotion_margin: float = Field(0.0, ge=0.0)
+    # How "beats" is decided (tracking/paired.py). bootstrap: a paired bootstrap over both models'
+    # per-example test results; promoted only when the advantage is above the margin with
+    # `promotion_confidence` (seed noise is not promoted). margin: the two test scores compared
+    # directly (the gate before; also what bootstrap falls back to when the two were scored on
+    # different test examples).
+    promotion_gate: Literal["bootstrap", "margin"] = "bootstrap"
+    promotion_confidence: float = Field(0.95, gt=0.5, lt=1.0)
 
 
 class SearchConfig(_Frozen):

@@ -168,3 +168,37 @@ def test_every_task_reads_trains_registers_predicts_and_serves(task_name, tiny_m
         assert refused.status_code == 400 and '"texts"[0]' in refused.json()["error"]["message"]
     finally:
         serve.delete(app)
+
+
+@pytest.mark.parametrize("task_name", sorted(plugins.TASKS))
+def test_every_task_paired_statistics_sum_to_its_own_scores(task_name, tiny_model):
+    """The promotion gate resamples `example_stats` rows (`tracking/paired.py`); on all examples their
+    sums must give exactly the metrics `score` reports, or the gate would compare the wrong numbers.
+    Predictions come from random logits through the task's own `predictions`, so every kind of error
+    (missed entities, truncated sentences, wrong classes, constant scores) shows up."""
+    import numpy as np
+
+    from tunefleet.train.batching import collate
+    from tunefleet.train.models import load_tokenizer
+
+    task = get_task(task_name)
+    train, _, test = task.synthetic(300, seed=1)
+    names = task.label_names(train.labels, "synthetic")
+    tokenizer = load_tokenizer(tiny_model)
+    # max_length 12 cuts long NER sentences: their cut words must count as missed in both.
+    split = task.tokenize(test, tokenizer, names, 12 if task.per_token_labels else 64)
+    width = task.model_config(names).get("num_labels", len(names))
+    rng = np.random.default_rng(0)
+    predicted, indices = [], np.arange(len(split))
+    for start in range(0, len(split), 16):
+        batch = collate(split, indices[start:start + 16], tokenizer.pad_token_id, task.per_token_labels)
+        labels = batch["labels"].numpy()
+        shape = (*labels.shape, width) if task.per_token_labels else (len(labels), width)
+        predicted += task.predictions(rng.normal(size=shape).astype(np.float32), labels)
+    scores = task.score(predicted, split, indices.tolist(), names)
+    totals = task.example_stats(predicted, task.gold(split), names).sum(axis=0)
+    assert len(task.gold(split)) == len(split)
+    for metric in task.metrics:
+        paired = task.metric_from_totals(totals[None, :], metric, names)
+        assert paired.shape == (1,)
+        assert paired[0] == pytest.approx(scores[metric], abs=1e-9), (metric, paired[0], scores[metric])

@@ -188,3 +188,11 @@ def _fingerprint(splits: dict[str, Examples], label_names: list[str]) -> str:
         digest.update(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
     digest.update(json.dumps(label_names, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
+
+
+def split_fingerprint(examples: Examples, label_names: list[str]) -> str:
+    """One split's content (inputs, pairs, labels) with the label set: which examples per-example
+    results are over. Two versions' test results are paired only when this matches."""
+    payload = {"inputs": examples.texts if examples.texts is not None else examples.tokens,
+               "text_pairs": examples.text_pairs, "labels": examples.labels, "label_names": label_names}
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()

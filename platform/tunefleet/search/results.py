@@ -85,16 +85,26 @@ def summarise(spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
     """The sweep's summary (the command's last line); also writes `trials.json`, best trial first.
 
     The best checkpoint is scored on the test split here, once, by the driver: trials never see it.
+    Its per-example test results go to `test_predictions.json` (`best.test_predictions`), for the
+    registry's paired promotion gate.
     """
+    from ..data.load import split_fingerprint
+    from ..tasks import get_task
+    from ..tracking.paired import RECORD_FILE, example_record
     from ..train.checkpoint import read_meta
-    from ..train.launch import score_checkpoint
+    from ..train.launch import score_checkpoint_examples
 
     best_info = None
     if best is not None:
-        test = score_checkpoint(best.checkpoint, prepared.tokenized["test"], spec.train.batch_size * 2)
+        test, predicted = score_checkpoint_examples(best.checkpoint, prepared.tokenized["test"], spec.train.batch_size * 2)
+        names = prepared.splits.label_names
+        record = example_record(get_task(spec.task), prepared.tokenized["test"], predicted, names,
+                                split_fingerprint(prepared.splits.test, names))
+        (sweep_dir / RECORD_FILE).write_text(json.dumps(record))
         best_info = {
             "trial_id": best.trial_id, "config": best.config, "checkpoint": best.checkpoint,
             "metrics": {"validation": read_meta(best.checkpoint)["validation"], "test": test},
+            "test_predictions": str(sweep_dir / RECORD_FILE),
         }
     counts = {status: sum(t.status == status for t in trials) for status in ("completed", "stopped_early", "failed")}
     # Best first (by the spec's metric and mode), unscored trials last: the order the table shows.

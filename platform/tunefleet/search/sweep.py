@@ -250,7 +250,9 @@ def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials
                                             tags={"tunefleet.warm_start": json.dumps(warm_start)})
         registered = None if best is None else register_checkpoint(
             best["checkpoint"], spec.name, best["metrics"]["test"], tracking_uri=parent.tracking_uri,
-            run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name)
+            run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name,
+            test_predictions=best.get("test_predictions"), gate=spec.tracking.promotion_gate,
+            confidence=spec.tracking.promotion_confidence)
     except Exception as exc:  # noqa: BLE001 - the store failed half-way; the sweep's result stands
         tracking.end_run(parent, "FAILED")
         return _tracking_failed(parent, best, f"tracking: {type(exc).__name__}: {error_line(exc)}")

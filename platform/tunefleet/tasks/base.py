@@ -129,6 +129,20 @@ class Task(Protocol):
     def score(self, predicted: list[Any], split: TokenizedSplit, indices: list[int], label_names: list[str]) -> dict[str, Any]:
         """Headline metrics plus a per-class or per-entity `report` where there is one."""
 
+    # ---- paired comparison (the registry's promotion gate, `tracking/paired.py`) -----------------
+    def gold(self, split: TokenizedSplit) -> list[Any]:
+        """Every example's gold label as plain JSON, in split order (a class id, a score, a multi-hot
+        row, a sentence's word tag ids): what a version keeps beside its per-example predictions."""
+
+    def example_stats(self, predicted: list[Any], gold: list[Any], label_names: list[str]) -> np.ndarray:
+        """Per-example counts, one row per example, whose column sums determine every metric in
+        `metrics` (`metric_from_totals`). A bootstrap resample of the examples is then a weighted sum
+        of rows, so thousands of resamples cost one matrix product instead of thousands of `score`s."""
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        """`metric` from column sums of `example_stats`, one value per row of `totals` ([B, k]). On
+        the sums over all examples it equals `score`'s value (`tests/contracts/test_tasks.py`)."""
+
     # ---- answers --------------------------------------------------------------------------------
     def check_input(self, item: Any, where: str) -> dict[str, str]:
         """One raw request item (a string, or an object such as {"text", "text_pair"}) as a dict.

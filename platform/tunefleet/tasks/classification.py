@@ -8,8 +8,8 @@ import numpy as np
 
 from ..data import Examples
 from .base import TEXT, TokenizedSplit
-from .sequence import (SequenceTask, class_ids, class_names, head_config, label_and_score_schema,
-                       single_label, softmax)
+from .sequence import (SequenceTask, class_ids, class_metric, class_names, class_stats, head_config,
+                       label_and_score_schema, single_label, softmax)
 
 
 class TextClassification(SequenceTask):
@@ -41,6 +41,12 @@ class TextClassification(SequenceTask):
 
     def score(self, predicted: list[int], split: TokenizedSplit, indices: list[int], label_names: list[str]) -> dict[str, Any]:
         return classification_scores(predicted, split, indices, label_names)
+
+    def example_stats(self, predicted: list[int], gold: list[Any], label_names: list[str]) -> np.ndarray:
+        return class_stats(predicted, gold, len(label_names))
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        return class_metric(totals, metric, len(label_names))
 
     def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
         return label_and_score(logits, label_names)

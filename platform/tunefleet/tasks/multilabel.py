@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import DataError, Examples
 from .base import TEXT, TokenizedSplit
-from .sequence import SequenceTask, head_config
+from .sequence import SequenceTask, f1_from_counts, head_config, ratio
 
 THRESHOLD = 0.5  # on the sigmoid; the logit's sign
 NONE = "(none)"  # how the report and stratification show an example without labels
@@ -105,6 +105,29 @@ class MultiLabelClassification(SequenceTask):
             "report": {name: {"f1-score": float(f), "support": int(gold[:, i].sum())}
                        for i, (name, f) in enumerate(zip(label_names, per_label))},
         }
+
+    def gold(self, split: TokenizedSplit) -> list[Any]:
+        return split.labels.astype(np.int64).tolist()
+
+    def example_stats(self, predicted: list[list[int]], gold: list[Any], label_names: list[str]) -> np.ndarray:
+        """Per example: [1, all labels right, tp per label, fp per label, fn per label]."""
+        true = np.asarray(gold, dtype=np.int64).reshape(len(gold), len(label_names))
+        pred = np.asarray(predicted, dtype=np.int64).reshape(true.shape)
+        exact = np.all(true == pred, axis=1).astype(np.float64)
+        return np.column_stack([np.ones(len(true)), exact, pred & true, pred & (1 - true), (1 - pred) & true])
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        totals = np.atleast_2d(totals)
+        count = len(label_names)
+        tp, fp, fn = (totals[:, 2 + k * count: 2 + (k + 1) * count] for k in range(3))
+        if metric in ("f1", "micro_f1"):
+            tp_all = tp.sum(axis=1)
+            return f1_from_counts(tp_all, tp_all + fp.sum(axis=1), tp_all + fn.sum(axis=1))
+        if metric == "macro_f1":
+            return f1_from_counts(tp, tp + fp, tp + fn).mean(axis=1)
+        if metric == "exact_match":
+            return ratio(totals[:, 1], totals[:, 0])
+        raise ValueError(f"no paired statistic for metric {metric!r}")
 
     def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
         probs = 1.0 / (1.0 + np.exp(-logits))

@@ -19,7 +19,7 @@ import numpy as np
 from ..data import DataError, Examples
 from ._tags import TAG, entity_types, ner_token_lengths, to_iob2
 from .base import IGNORE, WORDS, TokenizedSplit
-from .sequence import softmax
+from .sequence import f1_from_counts, ratio, softmax
 
 
 def align_labels(word_ids: list[int | None], word_tags: list[int]) -> list[int]:
@@ -133,6 +133,31 @@ class TokenClassification:
             "report": {k: {m: float(v) for m, v in vals.items()} for k, vals in report.items() if not k.endswith("avg")},
         }
 
+
+    def gold(self, split: TokenizedSplit) -> list[list[int]]:
+        return [split.gold[split.gold_offsets[i]:split.gold_offsets[i + 1]].tolist() for i in range(len(split))]
+
+    def example_stats(self, predicted: list[list[int]], gold: list[list[int]], label_names: list[str]) -> np.ndarray:
+        """Per sentence: [entities found exactly (type and boundaries), entities predicted, gold
+        entities], under the same strict IOB2 rules as `score`."""
+        from seqeval.scheme import IOB2, Entities
+
+        outside = label_names.index("O") if "O" in label_names else 0
+        y_true = [[label_names[t] for t in tags] for tags in gold]
+        y_pred = [[label_names[t] for t in words + [outside] * (len(tags) - len(words))]
+                  for words, tags in zip(predicted, gold)]
+        true = Entities(y_true, IOB2, suffix=False).entities
+        pred = Entities(y_pred, IOB2, suffix=False).entities
+        rows = [(len({e.to_tuple() for e in t} & {e.to_tuple() for e in p}), len(p), len(t)) for t, p in zip(true, pred)]
+        return np.asarray(rows, dtype=np.float64).reshape(len(gold), 3)
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        tp, predicted, true = np.atleast_2d(totals).T
+        if metric == "f1":
+            return f1_from_counts(tp, predicted, true)
+        if metric in ("precision", "recall"):
+            return ratio(tp, predicted if metric == "precision" else true)
+        raise ValueError(f"no paired statistic for metric {metric!r}")
 
     # ---- answers --------------------------------------------------------------------------------
     def check_input(self, item: Any, where: str) -> dict[str, str]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..data import Examples
 from .base import PAIR, TokenizedSplit
 from .classification import TextClassification
+from .sequence import class_f1, class_metric
 
 
 class TextPairClassification(TextClassification):
@@ -39,3 +42,8 @@ class TextPairClassification(TextClassification):
         # more than two classes it is the macro-F1.
         scores["binary_f1"] = scores["report"][label_names[1]]["f1-score"] if len(label_names) == 2 else scores["f1"]
         return scores
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        if metric == "binary_f1" and len(label_names) == 2:
+            return class_f1(np.atleast_2d(totals), 2)[:, 1]
+        return class_metric(totals, "f1" if metric == "binary_f1" else metric, len(label_names))

@@ -86,6 +86,36 @@ class TextRegression(SequenceTask):
             "mse": float(np.mean((pred - gold) ** 2)) if len(pred) else 0.0,
         }
 
+    def example_stats(self, predicted: list[float], gold: list[Any], label_names: list[str]) -> np.ndarray:
+        """[1, x, y, x², y², xy, (x-y)²] of prediction x and gold y, and the same moments of their
+        ranks over all examples (Spearman is Pearson on ranks). A resample keeps each example's
+        full-sample rank: exact on the whole set, a close approximation on a resample."""
+        from scipy.stats import rankdata
+
+        x = np.asarray(predicted, dtype=np.float64)
+        y = np.asarray(gold, dtype=np.float64)
+        rx, ry = rankdata(x), rankdata(y)
+        return np.column_stack([np.ones(len(x)), x, y, x * x, y * y, x * y, (x - y) ** 2,
+                                rx, ry, rx * rx, ry * ry, rx * ry])
+
+    def metric_from_totals(self, totals: np.ndarray, metric: str, label_names: list[str]) -> np.ndarray:
+        totals = np.atleast_2d(totals)
+        n = totals[:, 0]
+        if metric == "mse":
+            return np.divide(totals[:, 6], n, out=np.zeros(len(n)), where=n > 0)
+        first = {"pearson": 1, "spearman": 7}.get(metric)
+        if first is None:
+            raise ValueError(f"no paired statistic for metric {metric!r}")
+        sx, sy, sxx, syy, sxy = (totals[:, first + k] for k in range(5))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var_x, var_y = sxx - sx * sx / n, syy - sy * sy / n
+            covariance = sxy - sx * sy / n
+            r = covariance / np.sqrt(var_x * var_y)
+        # As `score`: a constant prediction (or gold) has no correlation, which counts as 0. The
+        # tolerance absorbs the rounding of sums of squares of equal values.
+        constant = (var_x <= 1e-9 * np.maximum(sxx, 1.0)) | (var_y <= 1e-9 * np.maximum(syy, 1.0)) | (n < 2)
+        return np.where(constant, 0.0, np.clip(r, -1.0, 1.0))
+
     def answers(self, logits: np.ndarray, encoded: Any, inputs: list[dict[str, str]], label_names: list[str]) -> list[dict[str, Any]]:
         return [{"score": float(row[0])} for row in logits]
 

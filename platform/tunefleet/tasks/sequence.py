@@ -56,6 +56,9 @@ class SequenceTask:
         """One row per example, as the head's loss wants it."""
         raise NotImplementedError
 
+    def gold(self, split: TokenizedSplit) -> list[Any]:
+        return split.labels.tolist()
+
     def tokenize(self, examples: Examples, tokenizer: Any, label_names: list[str], max_length: int) -> TokenizedSplit:
         texts, pairs = _texts_and_pairs(examples, 0, len(examples))
         # No padding here: batches are padded to their own longest example at collation time. A pair
@@ -164,3 +167,43 @@ def label_and_score_schema() -> Any:
     from mlflow.types import ColSpec, DataType, Schema
 
     return Schema([ColSpec(DataType.string, "label"), ColSpec(DataType.double, "score")])
+
+
+# ---- counts whose sums give a metric (the paired bootstrap's input, `tracking/paired.py`) -------
+
+def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """F1 = 2 tp / (predicted + gold), 0 where nothing was predicted or expected (scikit-learn's and
+    seqeval's `zero_division=0`)."""
+    denominator = predicted + gold
+    return np.divide(2.0 * tp, denominator, out=np.zeros(np.broadcast(tp, denominator).shape), where=denominator > 0)
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0."""
+    return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape),
+                     where=denominator > 0)
+
+
+def class_stats(predicted: list[int], gold: list[int], classes: int) -> np.ndarray:
+    """Per example: [1, correct, one-hot(correct class) , one-hot(predicted), one-hot(gold)]."""
+    pred = np.asarray(predicted, dtype=np.int64)
+    true = np.asarray(gold, dtype=np.int64)
+    eye = np.eye(classes)
+    hit = (pred == true).astype(np.float64)
+    return np.column_stack([np.ones(len(true)), hit, eye[true] * hit[:, None], eye[pred], eye[true]])
+
+
+def class_metric(totals: np.ndarray, metric: str, classes: int) -> np.ndarray:
+    """Accuracy or macro-F1 over every class (as `classification_scores`) from `class_stats` sums;
+    `class_f1` gives each class's F1 ([B, classes])."""
+    totals = np.atleast_2d(totals)
+    if metric == "accuracy":
+        return ratio(totals[:, 1], totals[:, 0])
+    if metric in ("f1", "macro_f1"):
+        return class_f1(totals, classes).mean(axis=1)
+    raise ValueError(f"no paired statistic for metric {metric!r}")
+
+
+def class_f1(totals: np.ndarray, classes: int) -> np.ndarray:
+    tp, pred, true = (totals[:, 2 + k * classes: 2 + (k + 1) * classes] for k in range(3))
+    return f1_from_counts(tp, pred, true)

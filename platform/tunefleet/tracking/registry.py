@@ -3,10 +3,17 @@
 Each registered model (named after the spec's `name`) has versions; a version is a pyfunc (see
 `pyfunc`) carrying the checkpoint. Aliases, not the deprecated stages:
 - `challenger`: set on every new version, kept by the latest version that did not become champion;
-- `champion`: what `NAME` alone resolves to (serve, predict). A new version takes it only if its
-  test metric beats the champion's by the margin (`tracking.promotion_margin`); the first version
-  always does. The decision, both metrics and the previous champion are tagged on the version, and
-  the registered model keeps the champion history (tag `tunefleet.champion_history`) for rollback.
+- `champion`: what `NAME` alone resolves to (serve, predict). A new version takes it only if it
+  beats the champion by more than the margin (`tracking.promotion_margin`); the first version
+  always does. "Beats" is a paired bootstrap over both versions' per-example test results
+  (`paired.py`, `tracking.promotion_gate: bootstrap`, the default): the advantage must be above the
+  margin with `tracking.promotion_confidence`, so a challenger that differs only by seed noise is
+  not promoted. Every version keeps its per-example test results beside its model for this. Where
+  they cannot be paired (a version registered without them, another test set, the loss as metric)
+  or with `promotion_gate: margin`, the two test scores are compared directly, and the reason says
+  so. The decision, the interval, the number of test examples, both metrics and the previous
+  champion are tagged on the version, and the registered model keeps the champion history (tag
+  `tunefleet.champion_history`) for rollback.
 
 Concurrency: two sweeps of one task may finish at once. The read-compare-set of the champion runs
 under a per-model lock, so exactly one consistent champion results (the better one, whatever order):
@@ -35,8 +42,9 @@ from typing import Any
 
 from ..tasks import get_task
 from ..train.checkpoint import META_FILE, read_meta
-from .pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
 from .lock import model_lock
+from .paired import RECORD_FILE, NotComparable, compare
+from .pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
 from ..train.tokenized import cache_dir
 from .runs import client_for, ensure_experiment, tracking_uri
 
@@ -113,7 +121,9 @@ def current_version(name: str, alias: str, tracking_uri: str | None = None) -> i
 # ---- registering and the champion gate ------------------------------------------------------------
 
 def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any], *, tracking_uri: str | None = None,
-                        run_id: str | None = None, margin: float = 0.0, source_sweep: str | None = None) -> dict[str, Any]:
+                        run_id: str | None = None, margin: float = 0.0, source_sweep: str | None = None,
+                        test_predictions: str | Path | dict[str, Any] | None = None, gate: str = "bootstrap",
+                        confidence: float = 0.95) -> dict[str, Any]:
     """Log `checkpoint` as a pyfunc model, register it under `name`, alias it `challenger` and apply
     the champion gate.
 
@@ -123,6 +133,10 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
         run_id: the run that holds the model's artifacts (a sweep's parent run); None creates one.
         margin: how much the test metric must beat the champion's by.
         source_sweep: recorded on the version.
+        test_predictions: its per-example test results (`paired.example_record`, or a JSON file of
+            one), kept with the version for paired gates now and later; None: the gate compares
+            test scores only.
+        gate: "bootstrap" (paired, with `confidence`) or "margin" (`tracking.promotion_gate`).
 
     Returns:
         `{"name", "version", "aliases", "promoted": {"promoted", "reason"}}`.
@@ -141,8 +155,11 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
         run_id = client.create_run(ensure_experiment(client, uri, name), run_name=f"register-{name}").info.run_id
     # A version's files must never change: a resumed sweep registering again gets a fresh path.
     artifact_path = f"model-{uuid.uuid4().hex[:8]}" if client.list_artifacts(run_id, "model") else "model"
+    record = _read_record(test_predictions)
     with tempfile.TemporaryDirectory(prefix="tunefleet-model-") as tmp:
         save_pyfunc(checkpoint, str(Path(tmp) / "model"), meta["task"], get_task(meta["task"]).example_inputs)
+        if record is not None:
+            (Path(tmp) / "model" / RECORD_FILE).write_text(json.dumps(record))
         client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path)
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
     numbers = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -156,13 +173,19 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
             "tunefleet.finetuning": (trained.get("peft") or {}).get("method", "full"),
             "tunefleet.trainable_parameters": str((meta.get("parameters") or {}).get("trainable", "")),
             # What trained it, so that a later sweep can start from the champion's hyperparameters.
-            "tunefleet.spec": _spec_tag(meta.get("spec") or {})}
+            "tunefleet.spec": _spec_tag(meta.get("spec") or {}),
+            # How this version is to be judged, now and by a later `tunefleet promote`.
+            "tunefleet.promotion_gate": gate, "tunefleet.confidence": repr(float(confidence)),
+            "tunefleet.test_examples": "" if record is None else str(record["examples"])}
+    if gate not in ("bootstrap", "margin"):
+        raise RegistryError(f"promotion gate {gate!r}: use bootstrap or margin (tracking.promotion_gate)")
     _ensure_registered_model(client, name)
     with model_lock(client, uri, name):
         version = int(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
         earlier_challenger = _alias_version(client, name, CHALLENGER)
         client.set_registered_model_alias(name, CHALLENGER, str(version))
-        decision = _gate(client, name, version, float(numbers[metric]), metric, mode, margin, force=False)
+        decision = _gate(client, uri, name, version, float(numbers[metric]), metric, mode, margin, force=False,
+                         gate=gate, confidence=confidence, record=record)
         if decision["promoted"] and earlier_challenger is not None:
             # The winner left `challenger`; the latest version that lost keeps it.
             client.set_registered_model_alias(name, CHALLENGER, str(earlier_challenger))
@@ -180,9 +203,11 @@ def promote(name: str, version: int, force: bool = False, tracking_uri: str | No
     with model_lock(client, uri, name):
         found = _get_version(client, name, version=int(version))
         value = float(found.tags.get("tunefleet.test_metric", "nan"))
-        decision = _gate(client, name, int(version), value, found.tags.get("tunefleet.metric", "?"),
+        gate = found.tags.get("tunefleet.promotion_gate", "margin")  # versions from before the paired gate
+        decision = _gate(client, uri, name, int(version), value, found.tags.get("tunefleet.metric", "?"),
                          found.tags.get("tunefleet.mode", "max"), float(found.tags.get("tunefleet.margin", "0")),
-                         force=force)
+                         force=force, gate=gate, confidence=float(found.tags.get("tunefleet.confidence", "0.95")),
+                         record=None if force or gate != "bootstrap" else _version_record(found, uri))
     return {"name": name, "version": int(version), "aliases": sorted(_get_version(client, name, version=int(version)).aliases),
             "promoted": decision}
 
@@ -233,6 +258,11 @@ def list_models(name: str | None = None, tracking_uri: str | None = None) -> lis
             rows.append({"name": model_name, "version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
                          "metric": v.tags.get("tunefleet.metric"), "test_metric": _float(v.tags.get("tunefleet.test_metric")),
                          "metrics": _recorded_metrics(v), "decision": v.tags.get("tunefleet.decision"),
+                         "reason": v.tags.get("tunefleet.reason"), "gate": v.tags.get("tunefleet.gate"),
+                         "advantage": _float(v.tags.get("tunefleet.advantage")),
+                         "interval": json.loads(v.tags.get("tunefleet.interval") or "null"),
+                         "confidence": _float(v.tags.get("tunefleet.confidence")),
+                         "test_examples": int(v.tags["tunefleet.test_examples"]) if v.tags.get("tunefleet.test_examples") else None,
                          "source_sweep": v.tags.get("tunefleet.source_sweep") or None, "run_id": v.run_id,
                          "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000))})
     return rows
@@ -263,28 +293,50 @@ def _spec_tag(spec: dict[str, Any]) -> str:
     return text if len(text) <= 5000 else "{}"
 
 
-def _gate(client: Any, name: str, version: int, value: float, metric: str, mode: str, margin: float,
-          force: bool) -> dict[str, Any]:
-    """The read-compare-set of `champion`; the caller holds the model's lock."""
+def _gate(client: Any, uri: str, name: str, version: int, value: float, metric: str, mode: str, margin: float,
+          force: bool, gate: str = "margin", confidence: float = 0.95, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The read-compare-set of `champion`; the caller holds the model's lock.
+
+    With `gate == "bootstrap"` and per-example results on both sides (`record`, and the champion's
+    kept beside its model), the paired bootstrap decides; otherwise the two test scores do."""
     champion = _alias_version(client, name, CHAMPION)
     if champion == version:
         return {"promoted": False, "reason": f"version {version} is already champion"}
-    champion_value = None
+    champion_value, champion_version = None, None
     if champion is not None:
-        champion_value = _float(_get_version(client, name, version=champion).tags.get("tunefleet.test_metric"))
+        champion_version = _get_version(client, name, version=champion)
+        champion_value = _float(champion_version.tags.get("tunefleet.test_metric"))
+    paired, unpaired_because = None, None
     if force:
         promoted, reason = True, f"forced over version {champion}" if champion else "forced; no champion before"
     elif champion is None or champion_value is None:
         promoted, reason = True, "first version with a test metric: becomes champion"
     else:
-        better = value > champion_value + margin if mode == "max" else value < champion_value - margin
-        relation = "beats" if better else "does not beat"
-        promoted = better
-        reason = (f"test {metric} {value:.4f} {relation} champion v{champion}'s {champion_value:.4f} "
-                  f"by more than margin {margin:g}")
+        if gate == "bootstrap":
+            paired, unpaired_because = _paired(champion_version, uri, record, metric, mode, confidence)
+        if paired is not None:
+            promoted = paired.lower_bound > margin
+            low, high = paired.interval
+            reason = (f"test {metric} {value:.4f} vs champion v{champion}'s {champion_value:.4f}: advantage "
+                      f"{paired.advantage:+.4f}, {paired.confidence:.0%} interval [{low:+.4f}, {high:+.4f}] over "
+                      f"{paired.examples} paired test examples; {paired.confidence:.0%} lower bound "
+                      f"{paired.lower_bound:+.4f} {'>' if promoted else '<='} margin {margin:g}")
+        else:
+            better = value > champion_value + margin if mode == "max" else value < champion_value - margin
+            promoted = better
+            reason = (f"test {metric} {value:.4f} {'beats' if better else 'does not beat'} champion v{champion}'s "
+                      f"{champion_value:.4f} by more than margin {margin:g}")
+            if unpaired_because:
+                reason += f" (scores compared directly, not paired: {unpaired_because})"
     tags = {"tunefleet.decision": "promoted" if promoted else "kept challenger", "tunefleet.reason": reason,
             "tunefleet.previous_champion": str(champion or ""),
-            "tunefleet.champion_metric": "" if champion_value is None else repr(champion_value)}
+            "tunefleet.champion_metric": "" if champion_value is None else repr(champion_value),
+            "tunefleet.gate": "forced" if force else "paired bootstrap" if paired else "first" if champion_value is None
+            else "margin"}
+    if paired is not None:
+        tags |= {"tunefleet.advantage": repr(paired.advantage), "tunefleet.lower_bound": repr(paired.lower_bound),
+                 "tunefleet.interval": json.dumps(list(paired.interval)),
+                 "tunefleet.test_examples": str(paired.examples), "tunefleet.bootstrap_samples": str(paired.samples)}
     for key, text in tags.items():
         client.set_model_version_tag(name, str(version), key, text)
     if promoted:
@@ -293,7 +345,22 @@ def _gate(client: Any, name: str, version: int, value: float, metric: str, mode:
             client.delete_registered_model_alias(name, CHALLENGER)
         history = [v for v in _history(client, name) if v != version] + [version]
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-100:]))
-    return {"promoted": promoted, "reason": reason}
+    decision = {"promoted": promoted, "reason": reason}
+    return decision | ({"paired": paired.as_dict()} if paired is not None else {})
+
+
+def _paired(champion: Any, uri: str, record: dict[str, Any] | None, metric: str, mode: str,
+            confidence: float) -> tuple[Any, str | None]:
+    """(the paired comparison, None), or (None, why the two cannot be paired)."""
+    if record is None:
+        return None, "this version has no per-example test results"
+    champion_record = _version_record(champion, uri)
+    if champion_record is None:
+        return None, f"champion v{champion.version} has no per-example test results"
+    try:
+        return compare(champion_record, record, metric, mode, confidence), None
+    except NotComparable as exc:
+        return None, str(exc)
 
 
 # ---- helpers --------------------------------------------------------------------------------------
@@ -348,6 +415,28 @@ def _alias_version(client: Any, name: str, alias: str) -> int | None:
 
 def _history(client: Any, name: str) -> list[int]:
     return [int(v) for v in json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))]
+
+
+def _read_record(record: str | Path | dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None or isinstance(record, dict):
+        return record
+    try:
+        return json.loads(Path(record).read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{record}: per-example test results unreadable ({exc}); score the checkpoint "
+                            "again or register without them") from None
+
+
+def _version_record(version: Any, uri: str) -> dict[str, Any] | None:
+    """A version's per-example test results, kept beside its model; None for a version without."""
+    import mlflow.artifacts
+
+    if not version.tags.get("tunefleet.test_examples"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="tunefleet-record-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{version.source.rstrip('/')}/{RECORD_FILE}",
+                                                    dst_path=tmp, tracking_uri=uri)
+        return json.loads(Path(local).read_text())
 
 
 def _recorded_metrics(version: Any) -> dict[str, Any]:

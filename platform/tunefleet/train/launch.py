@@ -17,7 +17,7 @@ from ..data import DataSplits, load_data
 from ..spec import Spec
 from ..tasks import TokenizedSplit, get_task
 from .checkpoint import load_for_inference, read_meta
-from .loop import TrainingOutOfMemory, evaluate, train_loop_per_worker
+from .loop import TrainingOutOfMemory, evaluate_examples, train_loop_per_worker
 from .models import load_tokenizer, resolve_precision
 from .peft import check_lora
 from .tokenized import tokenize_splits
@@ -75,6 +75,12 @@ def build_trainer(spec: Spec, data: Any, label_names: list[str], run_name: str,
 
 def score_checkpoint(folder: str, split: TokenizedSplit, batch_size: int = 64) -> dict[str, Any]:
     """Task metrics of a checkpoint on a tokenized split, in this process."""
+    return score_checkpoint_examples(folder, split, batch_size)[0]
+
+
+def score_checkpoint_examples(folder: str, split: TokenizedSplit, batch_size: int = 64) -> tuple[dict[str, Any], list[Any]]:
+    """Task metrics of a checkpoint on a tokenized split and its prediction for every example, in
+    split order, in this process."""
     import torch
 
     model, tokenizer, meta = load_for_inference(folder)
@@ -82,7 +88,8 @@ def score_checkpoint(folder: str, split: TokenizedSplit, batch_size: int = 64) -
     device = torch.device("cpu")
     # Scored at the precision it was trained in (its spec's `train.precision`), not this CPU's default.
     precision = resolve_precision(meta.get("spec", {}).get("train", {}).get("precision", "auto"), "cpu")
-    return evaluate(model, split, task, meta["label_names"], batch_size, device, precision, tokenizer.pad_token_id)
+    return evaluate_examples(model, split, task, meta["label_names"], batch_size, device, precision,
+                             tokenizer.pad_token_id)
 
 
 def fit_and_score(spec: Spec, prepared: PreparedData, run_name: str, tracking: dict[str, Any] | None) -> dict[str, Any]:

@@ -321,12 +321,21 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
 EVAL_BATCH_TOKENS = 8192
 
 
-@torch.inference_mode()
 def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[str], batch_size: int,
              device: Any, precision: str, pad_id: int, rank: int = 0, world: int = 1,
              max_tokens: int | None = None) -> dict[str, Any]:
-    """Loss and task metrics over a whole split. With several workers each scores its shard and the
-    predictions are gathered, so every worker returns the same numbers.
+    """Loss and task metrics over a whole split (`evaluate_examples` without the predictions)."""
+    return evaluate_examples(model, split, task, label_names, batch_size, device, precision, pad_id, rank, world,
+                             max_tokens)[0]
+
+
+@torch.inference_mode()
+def evaluate_examples(model: Any, split: TokenizedSplit, task: Task, label_names: list[str], batch_size: int,
+                      device: Any, precision: str, pad_id: int, rank: int = 0, world: int = 1,
+                      max_tokens: int | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """Loss and task metrics over a whole split, and every example's prediction in split order (what
+    the registry keeps for the paired promotion gate). With several workers each scores its shard
+    and the predictions are gathered, so every worker returns the same numbers.
 
     Batches are sorted by length and, with `max_tokens` (default: `EVAL_BATCH_TOKENS` on a GPU, none
     on a CPU), filled up to that many padded tokens; all under `inference_mode` (no autograd
@@ -355,7 +364,10 @@ def evaluate(model: Any, split: TokenizedSplit, task: Task, label_names: list[st
         loss_sum, targets = sum(part[2] for part in gathered), sum(part[3] for part in gathered)
     scores = task.score(predicted, split, indices, label_names)
     scores["loss"] = loss_sum / max(1, targets)
-    return scores
+    in_order: list[Any] = [None] * len(split)
+    for index, prediction in zip(indices, predicted):
+        in_order[index] = prediction
+    return scores, in_order
 
 
 def to_device(batch: dict[str, torch.Tensor], device: Any) -> dict[str, torch.Tensor]:
