@@ -16,3 +16,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# Headless Chromium (Debian's package) for the test that opens a sweep's report page in a browser
+# (tests/test_report.py). Installed only where it is missing, as root or through passwordless sudo.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "setup: could not install chromium with apt-get; tests/test_report.py's browser test needs it" >&2
+fi

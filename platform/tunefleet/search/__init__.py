@@ -8,6 +8,8 @@ Read in the order a sweep runs:
 - `sweep`: `run_sweep` and the trial function, which wire the above together;
 - `results`: `TrialRecord`s, the best trial and the summary;
 - `plots`: the sweep's optimisation history, parallel coordinates and learning curves;
+- `report`, `optuna_export`: the sweep's `report.html`, and its trials as an Optuna study for
+  `optuna-dashboard`;
 - `single`: `run_train`, the spec's own point trained once.
 """
 

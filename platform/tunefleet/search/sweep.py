@@ -15,7 +15,7 @@ Either way the search algorithm and the scheduler, plug-ins named by the spec (`
 The sweep, top to bottom in `run_sweep`: check the input, tokenize once, gather earlier sweeps'
 trials to start from (`warm_start.py`), plan resources, build the space (`space.py`), searcher,
 scheduler, stoppers (`stoppers.py`) and the checkpoint janitor (`janitor.py`), fit, then read the
-trials back (`results.py`), draw the plots, register the best.
+trials back (`results.py`), draw the plots, register the best, write the report (`report.py`).
 
 What makes it reliable on a small machine:
 - resources are planned before launch: a trial that trains in its own process holds its worker's
@@ -225,6 +225,11 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], summary["warm_start"])
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
+    # for optuna-dashboard (`report.py`); neither can fail the sweep.
+    from .report import publish_report
+
+    publish_report(sweep_dir, summary, trials, spec)
     return summary
 
 
