@@ -56,6 +56,23 @@ def test_twenty_better_examples_give_the_hand_worked_binomial_bounds():
     assert reverse.advantage == pytest.approx(-0.20) and reverse.interval[1] == pytest.approx(-0.12, abs=0.015)
 
 
+def test_measured_seed_noise_widens_the_interval_by_the_hand_worked_amount():
+    """Twenty better examples in 100 (test-set sd of the difference ~0.04) plus a seed noise of sd
+    0.1: total sd sqrt(0.04^2 + 0.1^2) = 0.108, lower bound about 0.20 - 1.645 x 0.108 = 0.02 > 0,
+    promoted; with seed noise 0.15, sd 0.155 and lower bound about -0.055: not."""
+    from tunefleet.tracking.paired import seed_noise_of_difference
+
+    some = compare(CHAMPION, TWENTY_BETTER, "accuracy", "max", confidence=0.95, seed_noise=0.1)
+    assert some.advantage == pytest.approx(0.20) and some.seed_noise == 0.1
+    assert 0.0 < some.lower_bound < 0.06
+    more = compare(CHAMPION, TWENTY_BETTER, "accuracy", "max", confidence=0.95, seed_noise=0.15)
+    assert -0.10 < more.lower_bound < -0.01
+    # Two seeds' difference: sqrt(0.03^2 + 0.04^2) = 0.05; one known spread stands for both.
+    assert seed_noise_of_difference(0.03, 0.04) == pytest.approx(0.05)
+    assert seed_noise_of_difference(0.1, None) == pytest.approx(0.1414, abs=1e-4)
+    assert seed_noise_of_difference(None, None) is None
+
+
 def test_a_metric_where_lower_is_better_counts_a_lower_value_as_the_advantage():
     # Regression, mse: the champion is off by 1 on every example, the challenger by 0 on half of them.
     gold = [float(i % 5) for i in range(40)]
@@ -108,6 +125,14 @@ def test_the_registry_promotes_real_improvements_only_and_records_why(tiny_model
     assert "not paired: different test examples" in other["promoted"]["reason"]
     unrecorded = register(0.96, None)  # v6: registered without per-example results
     assert "not paired: this version has no per-example test results" in unrecorded["promoted"]["reason"]
+    # A champion whose seed spread was measured (sd 0.1): a challenger twenty examples better is
+    # within two seeds' noise (sd sqrt(2) x 0.1 = 0.14, lower bound about -0.04), so it stays challenger.
+    name_before, name = name, name + "-seeds"
+    assert register(0.70, CHAMPION, seed_std=0.1)["promoted"]["promoted"]
+    noisy = register(0.90, TWENTY_BETTER)
+    assert noisy["promoted"]["promoted"] is False and "seed noise (sd 0.1414)" in noisy["promoted"]["reason"]
+    assert noisy["promoted"]["paired"]["seed_noise"] == pytest.approx(0.1414, abs=1e-4)
+    name = name_before
 
     rows = {row["version"]: row for row in main_json(main, ["models", name, "--tracking-uri", uri])["models"]}
     assert rows[2]["decision"] == "kept challenger" and rows[2]["gate"] == "paired bootstrap"

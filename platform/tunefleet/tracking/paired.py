@@ -15,6 +15,15 @@ counts whose sums give its metric (`Task.example_stats` / `metric_from_totals`, 
 `score` by the task contract test), so a resample is a weighted sum of rows and 2,000 resamples are
 a few matrix products, for entity F1 and macro-F1 as well as for accuracy.
 
+Resampling the test examples measures how much the comparison depends on which examples were in the
+test set. It cannot see the other noise: that the same hyperparameters trained with another seed give
+another model. When the seed-to-seed spread of a recipe is known (a sweep with `search.final_seeds`
+measures it on its finalist and records it on the version as `tunefleet.seed_std`), the gate adds it:
+each resampled difference gets a normal draw with the variance of the difference of two seeds,
+sigma_champion^2 + sigma_challenger^2 (one known sigma stands for both: the same task, data and
+metric). Without a measured spread the gate can only account for the test set, and the reason says
+so. `benchmarks/promotion_gate.py` measures both on real data.
+
 Worked example (`tests/test_paired.py`): 100 test examples, the challenger right on one more than
 the champion and equal elsewhere. Accuracy differs by 0.01, but a resample leaves that one example
 out with probability 0.99^100 = 0.37, so over a third of the resamples show no difference: the 5%
@@ -24,6 +33,7 @@ about Binomial(100, 0.2)/100, lower bound near 0.2 - 1.645 x 0.04 = 0.134, promo
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,6 +59,7 @@ class PairedComparison:
     confidence: float
     examples: int
     samples: int
+    seed_noise: float | None = None  # standard deviation of the difference that seeds alone make
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"interval": list(self.interval)}
@@ -69,8 +80,12 @@ def example_record(task: Any, split: Any, predicted: list[Any], label_names: lis
 
 
 def compare(champion: dict[str, Any], challenger: dict[str, Any], metric: str, mode: str, confidence: float,
-            samples: int = SAMPLES, seed: int = 0) -> PairedComparison:
+            samples: int = SAMPLES, seed: int = 0, seed_noise: float | None = None) -> PairedComparison:
     """The paired bootstrap of `metric` between two versions' example records.
+
+    Args:
+        seed_noise: the standard deviation of the metric's difference between two training seeds of
+            the same recipe (`seed_noise_of_difference`); None: test-set noise only.
 
     Raises:
         NotComparable: different tasks, label sets or test examples, or a metric without counts
@@ -102,11 +117,24 @@ def compare(champion: dict[str, Any], challenger: dict[str, Any], metric: str, m
     # would be 55 MB for CoNLL's 3,453 test sentences.
     draws = np.concatenate([advantage(rng.multinomial(examples, np.full(examples, 1.0 / examples), size=size).astype(np.float64))
                             for size in _chunks(samples, 250)])
+    if seed_noise:
+        draws = draws + rng.normal(0.0, seed_noise, size=len(draws))
     tail = 1.0 - confidence
     low, high = np.quantile(draws, [tail / 2, 1.0 - tail / 2])
     return PairedComparison(metric=metric, advantage=observed, lower_bound=float(np.quantile(draws, tail)),
                             interval=(float(low), float(high)), confidence=confidence, examples=examples,
-                            samples=samples)
+                            samples=samples, seed_noise=seed_noise or None)
+
+
+def seed_noise_of_difference(champion_std: float | None, challenger_std: float | None) -> float | None:
+    """The standard deviation that seeds alone give the difference of two single runs: the root of
+    the sum of the two seed variances; one known spread stands for both; None when neither is."""
+    known = [s for s in (champion_std, challenger_std) if s is not None and math.isfinite(s)]
+    if not known:
+        return None
+    if len(known) == 1:
+        return math.sqrt(2.0) * known[0]
+    return math.sqrt(known[0] ** 2 + known[1] ** 2)
 
 
 def _chunks(total: int, size: int) -> list[int]:

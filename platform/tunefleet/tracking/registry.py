@@ -43,13 +43,16 @@ from typing import Any
 from ..tasks import get_task
 from ..train.checkpoint import META_FILE, read_meta
 from .lock import model_lock
-from .paired import RECORD_FILE, NotComparable, compare
+from .paired import RECORD_FILE, NotComparable, compare, seed_noise_of_difference
 from .pyfunc import CHECKPOINT_ARTIFACT, save_pyfunc
 from ..train.tokenized import cache_dir
 from .runs import client_for, ensure_experiment, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "tunefleet.champion_history"
+# The seed-to-seed standard deviation of the version's recipe on the validation metric, when a sweep
+# measured it (`search.final_seeds`); the paired gate adds it to its noise (`paired.py`).
+SEED_STD_TAG = "tunefleet.seed_std"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
 
@@ -123,7 +126,8 @@ def current_version(name: str, alias: str, tracking_uri: str | None = None) -> i
 def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any], *, tracking_uri: str | None = None,
                         run_id: str | None = None, margin: float = 0.0, source_sweep: str | None = None,
                         test_predictions: str | Path | dict[str, Any] | None = None, gate: str = "bootstrap",
-                        confidence: float = 0.95) -> dict[str, Any]:
+                        confidence: float = 0.95, seed_std: float | None = None,
+                        extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Log `checkpoint` as a pyfunc model, register it under `name`, alias it `challenger` and apply
     the champion gate.
 
@@ -137,6 +141,9 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
             one), kept with the version for paired gates now and later; None: the gate compares
             test scores only.
         gate: "bootstrap" (paired, with `confidence`) or "margin" (`tracking.promotion_gate`).
+        seed_std: the recipe's seed-to-seed standard deviation of the metric, when measured
+            (`search.final_seeds`); the gate counts it as noise.
+        extra_tags: more version tags (a sweep's finalist seeds: `tunefleet.final_seeds`).
 
     Returns:
         `{"name", "version", "aliases", "promoted": {"promoted", "reason"}}`.
@@ -176,7 +183,8 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
             "tunefleet.spec": _spec_tag(meta.get("spec") or {}),
             # How this version is to be judged, now and by a later `tunefleet promote`.
             "tunefleet.promotion_gate": gate, "tunefleet.confidence": repr(float(confidence)),
-            "tunefleet.test_examples": "" if record is None else str(record["examples"])}
+            "tunefleet.test_examples": "" if record is None else str(record["examples"]),
+            SEED_STD_TAG: "" if seed_std is None else repr(float(seed_std))} | (extra_tags or {})
     if gate not in ("bootstrap", "margin"):
         raise RegistryError(f"promotion gate {gate!r}: use bootstrap or margin (tracking.promotion_gate)")
     _ensure_registered_model(client, name)
@@ -262,6 +270,7 @@ def list_models(name: str | None = None, tracking_uri: str | None = None) -> lis
                          "advantage": _float(v.tags.get("tunefleet.advantage")),
                          "interval": json.loads(v.tags.get("tunefleet.interval") or "null"),
                          "confidence": _float(v.tags.get("tunefleet.confidence")),
+                         "seed_std": _float(v.tags.get(SEED_STD_TAG)), "seed_noise": _float(v.tags.get("tunefleet.seed_noise")),
                          "test_examples": int(v.tags["tunefleet.test_examples"]) if v.tags.get("tunefleet.test_examples") else None,
                          "source_sweep": v.tags.get("tunefleet.source_sweep") or None, "run_id": v.run_id,
                          "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000))})
@@ -313,13 +322,17 @@ def _gate(client: Any, uri: str, name: str, version: int, value: float, metric: 
         promoted, reason = True, "first version with a test metric: becomes champion"
     else:
         if gate == "bootstrap":
-            paired, unpaired_because = _paired(champion_version, uri, record, metric, mode, confidence)
+            noise = seed_noise_of_difference(_float(champion_version.tags.get(SEED_STD_TAG)),
+                                             _float(client.get_model_version(name, str(version)).tags.get(SEED_STD_TAG)))
+            paired, unpaired_because = _paired(champion_version, uri, record, metric, mode, confidence, noise)
         if paired is not None:
             promoted = paired.lower_bound > margin
             low, high = paired.interval
+            noise_text = (f" and seed noise (sd {paired.seed_noise:.4f})" if paired.seed_noise else
+                          "; seed noise not measured (search.final_seeds measures it)")
             reason = (f"test {metric} {value:.4f} vs champion v{champion}'s {champion_value:.4f}: advantage "
                       f"{paired.advantage:+.4f}, {paired.confidence:.0%} interval [{low:+.4f}, {high:+.4f}] over "
-                      f"{paired.examples} paired test examples; {paired.confidence:.0%} lower bound "
+                      f"{paired.examples} paired test examples{noise_text}; {paired.confidence:.0%} lower bound "
                       f"{paired.lower_bound:+.4f} {'>' if promoted else '<='} margin {margin:g}")
         else:
             better = value > champion_value + margin if mode == "max" else value < champion_value - margin
@@ -334,6 +347,7 @@ def _gate(client: Any, uri: str, name: str, version: int, value: float, metric: 
             "tunefleet.gate": "forced" if force else "paired bootstrap" if paired else "first" if champion_value is None
             else "margin"}
     if paired is not None:
+        tags |= {"tunefleet.seed_noise": "" if paired.seed_noise is None else repr(paired.seed_noise)}
         tags |= {"tunefleet.advantage": repr(paired.advantage), "tunefleet.lower_bound": repr(paired.lower_bound),
                  "tunefleet.interval": json.dumps(list(paired.interval)),
                  "tunefleet.test_examples": str(paired.examples), "tunefleet.bootstrap_samples": str(paired.samples)}
@@ -350,7 +364,7 @@ def _gate(client: Any, uri: str, name: str, version: int, value: float, metric: 
 
 
 def _paired(champion: Any, uri: str, record: dict[str, Any] | None, metric: str, mode: str,
-            confidence: float) -> tuple[Any, str | None]:
+            confidence: float, seed_noise: float | None = None) -> tuple[Any, str | None]:
     """(the paired comparison, None), or (None, why the two cannot be paired)."""
     if record is None:
         return None, "this version has no per-example test results"
@@ -358,7 +372,7 @@ def _paired(champion: Any, uri: str, record: dict[str, Any] | None, metric: str,
     if champion_record is None:
         return None, f"champion v{champion.version} has no per-example test results"
     try:
-        return compare(champion_record, record, metric, mode, confidence), None
+        return compare(champion_record, record, metric, mode, confidence, seed_noise=seed_noise), None
     except NotComparable as exc:
         return None, str(exc)
 
