@@ -8,8 +8,10 @@ package is a broken environment to fix, not a reason to pass quietly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -204,20 +206,28 @@ def wait_for_http(url: str, process, timeout: float = 180.0) -> None:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` (SQLite backend, proxied artifacts) on a free loopback port; its URI."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    with running_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder) as uri:
+        yield uri
+
+
+@contextlib.contextmanager
+def running_mlflow_server(backend_store_uri: str, folder: Path, timeout: float = 180.0) -> Iterator[str]:
+    """`mlflow server` on `backend_store_uri` (artifacts proxied into `folder`), on a free loopback
+    port, for the body; its URI. Its log is `folder/server.log`."""
     import subprocess
     import sys
 
-    folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        [str(mlflow_bin), "server", "--backend-store-uri", backend_store_uri,
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+        wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_group(process)
