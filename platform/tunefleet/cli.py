@@ -59,10 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this spec")
     again.add_argument("--restart", action="store_true",
                        help="start over; earlier results of this sweep are moved aside, not deleted")
+    again.add_argument("--extend", type=_trials_to_add, default=0, metavar="N",
+                       help="add N trials to the finished sweep of this spec; its search algorithm continues "
+                            "from what it learnt, and summary, plots, MLflow run and registry are updated")
     p.set_defaults(handler=_cmd_sweep)
     _add_serve_parser(commands)
     _add_registry_parsers(commands)
     return parser
+
+
+def _trials_to_add(text: str) -> int:
+    """--extend's N: a whole number of trials, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of trials to add; give a whole number of "
+                                         "at least 1, e.g. --extend 8")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +121,7 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 # Error classes of later stages that mean "bad input" (checked by name to keep imports lazy).
-_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError", "ServeConfigError", "TrackingError"}
+_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError", "ExtendError", "ServeConfigError", "TrackingError"}
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -124,7 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from .search.sweep import run_sweep
 
-    summary = run_sweep(_load(args), resume=args.resume, restart=args.restart)
+    summary = run_sweep(_load(args), resume=args.resume, restart=args.restart, extend=args.extend)
     _print_trial_table(summary)
     return summary
 

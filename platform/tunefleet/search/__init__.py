@@ -6,6 +6,7 @@ Read in the order a sweep runs:
 - `stoppers`: the sweep ends at a target metric or on a plateau;
 - `janitor`: stopped and beaten trials lose their checkpoints while the sweep runs;
 - `sweep`: `run_sweep` and the trial function, which wire the above together;
+- `extend`: more trials in a finished sweep (`--extend N`), its searcher restored from its saved state;
 - `results`: `TrialRecord`s, the best trial and the summary;
 - `plots`: the sweep's optimisation history, parallel coordinates and learning curves;
 - `report`, `optuna_export`: the sweep's `report.html`, and its trials as an Optuna study for

@@ -29,3 +29,13 @@ class WarmStartedOptunaSearch(OptunaSearch):
             self.add_evaluated_point(trial.params, trial.value, pruned=trial.pruned,
                                      intermediate_values=trial.curve or None)
         return True
+
+    def known_trials(self) -> int:
+        """How many finished trials (complete or pruned) the study holds: the earlier sweeps' it was
+        given and, once restored from a sweep's saved state (`extend.py`), that sweep's own."""
+        from optuna.trial import TrialState
+
+        study = getattr(self, "_ot_study", None)
+        if study is None:
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))

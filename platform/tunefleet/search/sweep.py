@@ -27,6 +27,10 @@ What makes it reliable on a small machine:
   finished trial's checkpoint survives only while it is the best so far, so disk use stays bounded;
 - the sweep's name is derived from the spec, so `--resume` finds it again and Tune finishes only the
   trials that had not completed (an unfinished trial resumes from its own latest checkpoint).
+
+A finished sweep can be given more trials (`extend=N`, `--extend N`): each extension is a Tune run of
+its own in the sweep's folder whose searcher continues from the sweep's saved state, and the summary,
+plots, MLflow parent and registry decision then cover every run of the sweep (`extend.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from .. import plugins
 from ..cluster import PlanError, plan_resources, start_ray, storage_uri
 from ..spec import Spec, parse_duration, spec_from_dict
 from ..train.launch import prepare_data
+from . import extend as extension
+from .extend import ExtendError
 from .janitor import checkpoint_janitor
 from .plots import save_sweep_plots
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
@@ -50,7 +56,7 @@ from .stoppers import sweep_stopper
 from .warm_start import EarlierTrial, WarmStart, earlier_trials, fingerprint
 
 # Re-exported: tests and callers import these from here, where the sweep uses them.
-__all__ = ["PlanError", "SweepExistsError", "TrialRecord", "build_scheduler", "build_search_alg", "collect_trials",
+__all__ = ["ExtendError", "PlanError", "SweepExistsError", "TrialRecord", "build_scheduler", "build_search_alg", "collect_trials",
            "first_point", "pick_best", "run_sweep", "run_trial", "seed_point", "sweep_name", "trains_in_trial",
            "tune_space"]
 
@@ -128,14 +134,19 @@ def sweep_name(spec: Spec) -> str:
     return f"{spec.name}-{digest}"
 
 
-def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks: list[Any] | None = None) -> dict[str, Any]:
-    """`tunefleet sweep`: run (or resume) the spec's sweep and summarise it.
+def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks: list[Any] | None = None,
+              extend: int = 0) -> dict[str, Any]:
+    """`tunefleet sweep`: run (or resume, or extend) the spec's sweep and summarise it.
+
+    Args:
+        extend: add this many trials to the spec's finished sweep (`extend.py`); 0 runs the sweep.
 
     Returns:
         The summary printed as the command's last line (sweep, storage, best, trials, ...).
 
     Raises:
         SweepExistsError: results exist and neither resume nor restart was asked for.
+        ExtendError: `extend` asked of a sweep that does not exist or has not finished, or of a grid.
         PlanError: the cluster cannot host one trial, or the requested concurrency.
     """
     import ray
@@ -145,7 +156,16 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     name = sweep_name(spec)
     storage = storage_uri(spec)
     sweep_dir = Path(storage) / name
-    _check_existing(sweep_dir, name, spec, resume, restart)
+    if extend:
+        if resume or restart:
+            raise ExtendError(f"{spec.source}: --extend adds trials to a finished sweep and cannot be combined "
+                              "with --resume or --restart; run them one after the other")
+        before = extension.check_extendable(spec, sweep_dir, name, extend)
+    else:
+        _check_existing(sweep_dir, name, spec, resume, restart)
+        # A resumed sweep may be one whose extension was interrupted: that run is the one to finish.
+        before = _saved_summary(sweep_dir) if resume else None
+    interrupted = extension.interrupted(sweep_dir, before) if resume else None
     from ..tracking import runs as tracking
 
     # Everything that can be wrong with the input is checked before anything is written to MLflow:
@@ -156,23 +176,30 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     log.info("data: %s (tokenization %s)", {k: len(v) for k, v in prepared.tokenized.items()},
              "from cache" if prepared.from_cache else "done, cached")
     own_fingerprint = fingerprint(spec, prepared.splits.fingerprint)
-    # A resumed sweep's searcher already holds the earlier trials it started from.
-    warm = WarmStart() if resume else earlier_trials(spec, sweep_dir, own_fingerprint)  # a missing named sweep fails here
+    # A resumed or extended sweep's searcher already holds the earlier trials it started from.
+    warm = WarmStart() if resume or extend else earlier_trials(spec, sweep_dir, own_fingerprint)  # a missing named sweep fails here
     start_ray(spec)
-    concurrency = _concurrency(spec)
-    parent = tracking.start_sweep_run(spec, name, sweep_dir, resume)  # None when tracking is off
+    concurrency = _concurrency(spec, extend or None)
+    # An extension logs into the sweep's parent run, found again as --resume finds it.
+    parent = tracking.start_sweep_run(spec, name, sweep_dir, resume or bool(extend))  # None when tracking is off
     metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
+    # The Tune run at hand: the sweep's own, or one of its extensions (`<sweep_dir>/extend-<k>`).
+    if extend:
+        run_dir, search_alg, param_space = extension.start_extension(spec, sweep_dir, before, extend, concurrency)
+    else:
+        run_dir = interrupted or sweep_dir
+        search_alg, param_space = None, tune_space(spec)
     data_ref = ray.put(prepared.arrays())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base_spec=spec.to_dict(), data_ref=data_ref,
-                             label_names=prepared.splits.label_names, train_storage=str(sweep_dir / "train"),
+                             label_names=prepared.splits.label_names, train_storage=str(run_dir / "train"),
                              tracking=parent.to_config() if parent else None),
         _trial_resources(spec),
     )
     stopper = sweep_stopper(spec, metric, mode)
-    housekeeping = checkpoint_janitor(sweep_dir, metric, mode, spec.search.keep_stopped_checkpoints)
+    housekeeping = checkpoint_janitor(run_dir, metric, mode, spec.search.keep_stopped_checkpoints)
     run_config = tune.RunConfig(
-        name=name, storage_path=storage,
+        name=run_dir.name, storage_path=str(run_dir.parent) if run_dir != sweep_dir else storage,
         # Retries a trial whose process died (e.g. with its node) from its latest checkpoint. A trial
         # that runs a Train run also has Train's own worker retries beneath this.
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
@@ -184,20 +211,21 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         verbose=1,
     )
     if resume:
-        log.info("resuming sweep %s from %s", name, sweep_dir)
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+        log.info("resuming sweep %s from %s", name, run_dir)
+        tuner = tune.Tuner.restore(str(run_dir), trainable, resume_errored=True)
     else:
         from ray.tune.search import Searcher
 
-        search_alg = build_search_alg(spec, concurrency, warm.trials)
+        if search_alg is None:
+            search_alg = build_search_alg(spec, concurrency, warm.trials)
         tuner = tune.Tuner(
             trainable,
-            param_space=tune_space(spec),
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=metric, mode=mode,
                 search_alg=search_alg,
                 scheduler=build_scheduler(spec),
-                num_samples=spec.search.num_trials if spec.search.algorithm != "grid" else 1,
+                num_samples=extend or (spec.search.num_trials if spec.search.algorithm != "grid" else 1),
                 # Tune wraps a `Searcher` (Optuna) in a ConcurrencyLimiter; the others limit themselves.
                 max_concurrent_trials=concurrency if isinstance(search_alg, Searcher) else None,
                 time_budget_s=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
@@ -206,7 +234,7 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             ),
             run_config=run_config,
         )
-    if not resume:
+    if not resume and not extend:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "warm_start.json").write_text(json.dumps(warm.summary()))
     try:
@@ -214,16 +242,34 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
-    trials = collect_trials(grid, spec, metric, mode)
-    save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
+    # Every run of the sweep: its own and, once extended, each extension (just the one run otherwise).
+    trials = extension.all_trials(sweep_dir, run_dir, grid, spec, metric, mode)
+    extending = run_dir != sweep_dir  # this command ran (or finished) an extension
     best = pick_best(trials, mode)
-    summary = summarise(spec, name, sweep_dir, trials, best, prepared, time.perf_counter() - started)
-    # What later sweeps compare before they warm-start from this one, and what this one started from.
+    if extending:
+        extension.drop_beaten_checkpoints(trials, best)
+    save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
+    wall = time.perf_counter() - started
+    # An extended sweep's wall time is the sum of its runs'.
+    summary = summarise(spec, name, sweep_dir, trials, best, prepared,
+                        wall + (before or {}).get("wall_seconds", 0.0) if extending else wall)
+    extended = list((before or {}).get("extended", []))
+    if extending:
+        extended.append(extension.finished_entry(run_dir, len(grid), summary["best"], wall))
+    # What later sweeps compare before they warm-start from this one, what this one started from, and
+    # what was added to it later.
     summary |= {"fingerprint": own_fingerprint,
-                "warm_start": _saved_warm_start(sweep_dir) if resume else warm.summary()}
+                "warm_start": _saved_warm_start(sweep_dir) if resume or extend else warm.summary(),
+                "extended": extended}
     # Written before MLflow is touched again: the sweep's result stands whatever the store does.
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], summary["warm_start"])
+    # An extension that did not change the best registers nothing: that model is registered already.
+    kept = extension.kept_registration(before, summary["best"]) if extending and before else None
+    tags = {"tunefleet.warm_start": json.dumps(summary["warm_start"])}
+    if extended:
+        tags["tunefleet.extended"] = json.dumps([{k: e.get(k) for k in ("run", "trials", "ran", "best_changed")}
+                                                 for e in extended])
+    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], tags, kept)
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
     # for optuna-dashboard (`report.py`); neither can fail the sweep.
@@ -234,9 +280,11 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
 
 
 def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
-                     best: dict[str, Any] | None, warm_start: dict[str, Any]) -> dict[str, Any]:
-    """MLflow's part of the summary: children's end states, the parent's artifacts, and the best
-    model registered under the spec's name behind the champion gate.
+                     best: dict[str, Any] | None, tags: dict[str, str],
+                     kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """MLflow's part of the summary: children's end states, the parent's artifacts and `tags`, and the
+    best model registered under the spec's name behind the champion gate, unless `kept` is the
+    registration of that same model (an extension that did not change the best).
 
     A store that went away during the sweep does not cost its result: `mlflow` and `registered` then
     carry `{"error": ...}` (the CLI exits 1), the parent run stays RUNNING, and `--resume` once the
@@ -251,9 +299,8 @@ def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials
     except tracking.TrackingError as exc:
         return _tracking_failed(parent, best, str(exc))
     try:
-        mlflow_info = tracking.finish_sweep(parent, spec, sweep_dir, trials, best,
-                                            tags={"tunefleet.warm_start": json.dumps(warm_start)})
-        registered = None if best is None else register_checkpoint(
+        mlflow_info = tracking.finish_sweep(parent, spec, sweep_dir, trials, best, tags=tags)
+        registered = kept if kept is not None or best is None else register_checkpoint(
             best["checkpoint"], spec.name, best["metrics"]["test"], tracking_uri=parent.tracking_uri,
             run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name,
             test_predictions=best.get("test_predictions"), gate=spec.tracking.promotion_gate,
@@ -271,6 +318,14 @@ def _tracking_failed(parent: Any, best: dict[str, Any] | None, reason: str) -> d
     log.error("%s", reason)
     return {"mlflow": parent.summary("parent_run_id") | {"error": reason},
             "registered": None if best is None else {"error": reason}}
+
+
+def _saved_summary(sweep_dir: Path) -> dict[str, Any] | None:
+    """The summary the sweep last wrote, None before it first finished."""
+    try:
+        return json.loads((sweep_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _saved_warm_start(sweep_dir: Path) -> dict[str, Any]:
@@ -294,12 +349,13 @@ def _check_existing(sweep_dir: Path, name: str, spec: Spec, resume: bool, restar
         sweep_dir.rename(sweep_dir.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
-def _concurrency(spec: Spec) -> int:
+def _concurrency(spec: Spec, trials: int | None = None) -> int:
+    """Most trials at once for a run of `trials` trials (default: the sweep's `num_trials`)."""
     # plan_resources counts GPUs as well as CPUs: with gpus_per_worker 0.25, four trials share a GPU.
     fits = plan_resources(spec, trial_cpus=0.0)
     wanted = spec.search.max_concurrent
     if wanted == "auto":
-        return min(fits, spec.search.num_trials)
+        return min(fits, trials or spec.search.num_trials)
     if wanted > fits:
         res = spec.resources
         gpus = f" and {res.gpus_per_worker:g} GPU" if res.gpus_per_worker else ""
