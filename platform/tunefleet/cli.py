@@ -12,11 +12,14 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
 # The run or sweep finished and its summary is printed, but MLflow could not record all of it.
 EXIT_TRACKING_INCOMPLETE = 1
+# Ctrl-C, as shells report a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(ValueError):
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_sweep)
     _add_serve_parser(commands)
     _add_registry_parsers(commands)
+    p = commands.add_parser("show", help="where a running or finished sweep stands: trials, best, problems, files")
+    p.add_argument("sweep", help="the spec file (its sweep), the sweep's folder, or its name under --storage")
+    p.add_argument("--storage", help="the storage folder holding sweeps (default: runs)")
+    p.set_defaults(handler=_cmd_show)
     return parser
 
 
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.handler(args)
     except KeyboardInterrupt:
         print("tunefleet: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the CLI's one place that turns errors into exit codes
         if _is_bad_input(exc):
             for line in str(exc).splitlines() or [type(exc).__name__]:
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if result is not None:
         print(json.dumps(result, default=str))
+        if isinstance(result, dict) and result.get("interrupted"):
+            counts = result["trials"]
+            print(f"tunefleet: interrupted: {counts['completed']} trial(s) completed, {counts['stopped_early']} "
+                  f"stopped early, {counts['failed']} failed, {counts['interrupted']} interrupted; "
+                  f"continue with `{result['next']}`", file=sys.stderr)
+            return EXIT_INTERRUPTED
         # The work is done and summarised, but MLflow lost part of it (the store went away): say so.
         tracking_error = (result.get("mlflow") or {}).get("error") if isinstance(result, dict) else None
         if tracking_error:
@@ -121,7 +134,8 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 # Error classes of later stages that mean "bad input" (checked by name to keep imports lazy).
-_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError", "ExtendError", "ServeConfigError", "TrackingError"}
+_BAD_INPUT_NAMES: set[str] = {"RegistryError", "SweepExistsError", "ExtendError", "ServeConfigError", "TrackingError",
+                              "ShowError"}
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -139,8 +153,13 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from .search.sweep import run_sweep
 
-    summary = run_sweep(_load(args), resume=args.resume, restart=args.restart, extend=args.extend)
+    summary = run_sweep(_load(args), resume=args.resume, restart=args.restart, extend=args.extend,
+                        verbose=args.verbose)
+    if summary.get("interrupted"):
+        return summary
     _print_trial_table(summary)
+    print(f"report: {Path(summary['storage']) / 'report.html'}; logs: {Path(summary['storage']) / 'logs'}",
+          file=sys.stderr)
     return summary
 
 
@@ -162,6 +181,46 @@ def _print_trial_table(summary: dict[str, Any]) -> None:
         table.add_row(t["trial_id"], t["status"] + (f" ({t['error']})" if t["error"] else ""), best,
                       f"{t['epochs_run']:g}", params)
     Console(stderr=True).print(table)
+
+
+def _cmd_show(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+
+    from .search.show import find_sweep, show
+
+    state = show(find_sweep(args.sweep, args.storage))
+    console = Console(stderr=True, highlight=False)
+    console.print(f"[bold]sweep {state['sweep']}[/bold]: {state['state']} ({state['folder']})")
+    if state["state"] == "finished":
+        counts = state["trials"]
+        console.print(f"trials: {counts['total']} ({counts['completed']} completed, {counts['stopped_early']} stopped "
+                      f"early, {counts['failed']} failed), {state['trial_epochs']} trial-epochs, {state['wall_seconds']} s")
+        if state["best"]:
+            console.print(f"best: trial {state['best']['trial_id']} {state['best']['config']}; validation "
+                          f"{state['best']['validation']}; test {state['best']['test']}")
+        for t in state["stopped_or_failed"]:
+            console.print(f"  {t['trial_id']}: {t['status']} after {t['epochs_run']:g} epoch(s): {t['reason']}")
+        registered = state.get("registered") or {}
+        if registered.get("version"):
+            console.print(f"registered: {registered['name']} v{registered['version']} {registered['aliases']}: "
+                          f"{registered['promoted']['reason']}")
+    else:
+        counts = state.get("counts") or {}
+        console.print(f"trials: {sum(counts.get(k, 0) for k in ('completed', 'stopped_early', 'failed'))}/"
+                      f"{state.get('total')} done, {counts.get('running', 0)} running; updated {state.get('updated')}")
+        if state.get("best"):
+            console.print(f"best so far: {state['best']['value']:.4f} (trial {state['best']['trial_id']}: "
+                          f"{state['best']['config']})")
+        for t in state.get("running", []):
+            console.print(f"  running {t['trial_id']}: epoch {t['epoch']}, {t['value']}")
+        for t in state.get("problems", []):
+            console.print(f"  {t['trial_id']}: {t['status']} {t.get('error') or ''} {t.get('log') or ''}")
+        if state.get("next"):
+            console.print(state["next"])
+    files = state["files"]
+    console.print(f"files: report {files.get('report.html', '-')}; logs {files.get('logs') or '-'}; "
+                  f"plots {len(files['plots'])} in {state['folder']}")
+    return state
 
 
 def _cmd_data_check(args: argparse.Namespace) -> dict[str, Any]:

@@ -23,12 +23,12 @@ class PlanError(RuntimeError):
     otherwise wait forever for resources that never come)."""
 
 
-def start_ray(spec: Spec) -> None:
+def start_ray(spec: Spec, log_to_driver: bool = True) -> None:
     """Join the spec's cluster, or start a local one (see `init_ray`)."""
-    init_ray(spec.resources.ray_address or os.environ.get("RAY_ADDRESS"))
+    init_ray(spec.resources.ray_address or os.environ.get("RAY_ADDRESS"), log_to_driver=log_to_driver)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
     """Start (address None) or join a Ray cluster, set up for Ray Train's placement-group cleaner.
 
     The cleaner frees the workers of a trial that ASHA stopped. It asks the State API, which the
@@ -36,6 +36,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     finds its cluster through RAY_ADDRESS and, without it, gives up as soon as a second Ray instance
     runs on the machine; every worker is therefore told its cluster's address. A new local
     cluster's GCS port is chosen here so that the address is known before the workers start.
+
+    `log_to_driver=False` keeps the workers' output off this process's console (a sweep writes it
+    to its log files instead, `search/logs.py`); Ray still keeps it in its own session logs.
     """
     import ray
 
@@ -71,7 +74,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # ray.init() would silently join.
         address = "local"
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver,
                  runtime_env={"env_vars": env_vars}, **local)
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)

@@ -218,7 +218,27 @@ class SearchConfig(_Frozen):
     # 2 cores, benchmarks/RESULTS.md); only for one worker. ray_train: a Ray Train run per trial, as
     # for several workers. auto: in_trial for one worker, ray_train for more.
     trial_runner: Literal["auto", "in_trial", "ray_train"] = "auto"
+    # Second objectives, lower is better, beside the metric (search/pareto.py): `latency_ms` (median
+    # time for the trial's model to answer one validation example alone, on the trial's device) and
+    # `parameters` (its parameter count). The sweep reports the Pareto front of the metric and these.
+    objectives: list[Literal["latency_ms", "parameters"]] = Field(default_factory=list)
+    # Upper bounds on objectives for the model the sweep registers, e.g. {latency_ms: 20}: the best
+    # trial within them; none within them registers nothing, and the summary says why.
+    constraints: dict[Literal["latency_ms", "parameters"], float] = Field(default_factory=dict)
+    # After the search, train the best configuration (the `final_top` best) again with this many
+    # other seeds, report mean and spread, and register the best run of the finalist with the best
+    # mean (search/finalists.py). 0: off.
+    final_seeds: int = Field(0, ge=0)
+    final_top: int = Field(1, ge=1)
     space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _constrained_objectives_are_measured(self) -> "SearchConfig":
+        missing = [name for name in self.constraints if name not in self.objectives]
+        if missing:
+            raise ValueError(f"constraints on {missing} need them measured: add them to search.objectives, "
+                             f"e.g. objectives: {sorted(set(self.objectives) | set(missing))}")
+        return self
 
     @field_validator("time_budget")
     @classmethod

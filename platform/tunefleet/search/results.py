@@ -29,6 +29,8 @@ class TrialRecord:
     error: str | None = None
     checkpoint: str | None = None
     train_seconds: float = 0.0
+    # Second objectives (`search.objectives`) of the trial's best evaluation, the checkpoint it keeps.
+    objectives: dict[str, float] = field(default_factory=dict)
 
 
 def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialRecord]:
@@ -62,19 +64,27 @@ def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialR
         # process gave its checkpoints to Tune. Either way the latest is the trial's best.
         checkpoint = next((h.get("checkpoint_path") for h in reversed(history) if h.get("checkpoint_path")), None) \
             or (result.checkpoint.path if result.checkpoint is not None else None)
+        best_row = next((h for h in evaluations if h[metric] == best_value), None) if best_value is not None else None
+        objectives = {name: best_row[name] for name in spec.search.objectives
+                      if best_row is not None and _finite(best_row.get(name))}
         trials.append(TrialRecord(
             trial_id=history[-1]["trial_id"] if history and "trial_id" in history[-1] else Path(result.path).name,
             config=config, status=status, history=evaluations, best_value=best_value,
             epochs_run=float(epochs_run), error=error, checkpoint=checkpoint,
             train_seconds=float(history[-1].get("time_total_s", 0.0)) if history else 0.0,
+            objectives=objectives,
         ))
     return trials
 
 
-def pick_best(trials: list[TrialRecord], mode: str) -> TrialRecord | None:
-    """The trial with the best validation value among those with a complete checkpoint; None if none."""
+def pick_best(trials: list[TrialRecord], mode: str, constraints: dict[str, float] | None = None) -> TrialRecord | None:
+    """The trial with the best validation value among those with a complete checkpoint and within
+    `constraints` (upper bounds on second objectives, `search/pareto.py`); None if none."""
+    from .pareto import within
+
     # A folder without its metadata file is a checkpoint whose write never finished: never a candidate.
-    scored = [t for t in trials if t.best_value is not None and t.checkpoint and _complete(t.checkpoint)]
+    scored = [t for t in trials if t.best_value is not None and t.checkpoint and _complete(t.checkpoint)
+              and within(t, constraints or {})]
     if not scored:
         return None
     return (max if mode == "max" else min)(scored, key=lambda t: t.best_value)
@@ -111,7 +121,7 @@ def summarise(spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
     sign = -1 if spec.metric_mode() == "max" else 1
     ranked = sorted(trials, key=lambda t: (t.best_value is None, sign * (t.best_value or 0.0)))
     (sweep_dir / "trials.json").write_text(json.dumps([asdict(t) for t in ranked], indent=2, default=str))
-    return {
+    summary = {
         "sweep": name,
         "storage": str(sweep_dir),
         "best": best_info,
@@ -119,6 +129,18 @@ def summarise(spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
         "trial_epochs": round(sum(t.epochs_run for t in trials), 2),
         "wall_seconds": round(wall, 1),
     }
+    if spec.search.objectives:
+        from .pareto import pareto_summary, save_pareto_plot
+
+        metric = spec.train.metric
+        summary["pareto"] = pareto_summary(trials, spec.metric_mode(), spec.search.objectives,
+                                           spec.search.constraints, metric)
+        save_pareto_plot(trials, spec.metric_mode(), spec.search.objectives, spec.search.constraints, metric,
+                         sweep_dir)
+        if best is None and spec.search.constraints and any(t.best_value is not None for t in trials):
+            summary["best_note"] = (f"no trial within search.constraints {spec.search.constraints}: nothing "
+                                    "registered; see pareto.front for what the trials reached")
+    return summary
 
 
 def error_line(error: Any) -> str:

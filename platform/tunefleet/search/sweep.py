@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 import time
 from pathlib import Path
@@ -46,10 +47,14 @@ from .. import plugins
 from ..cluster import PlanError, plan_resources, start_ray, storage_uri
 from ..spec import Spec, parse_duration, spec_from_dict
 from ..train.launch import prepare_data
+from ..train.models import quiet_transformers
 from . import extend as extension
 from .extend import ExtendError
+from .finalists import Finalist, choose, drop_other_checkpoints, retrain_finalists, seeds_for
 from .janitor import checkpoint_janitor
+from .logs import driver_log
 from .plots import save_sweep_plots
+from .progress import SweepState, sweep_progress
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
 from .space import first_point, seed_point, tune_space
 from .stoppers import sweep_stopper
@@ -72,14 +77,27 @@ class SweepExistsError(RuntimeError):
 # ---- the trial ------------------------------------------------------------------------------------
 
 def run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any, label_names: list[str],
-              train_storage: str, tracking: dict[str, Any] | None = None) -> None:
-    """One trial: the base spec with this trial's hyperparameters, fitted as a Ray Train run.
+              train_storage: str, tracking: dict[str, Any] | None = None, sweep_dir: str | None = None) -> None:
+    """One trial: the base spec with this trial's hyperparameters, trained in this process or fitted
+    as a Ray Train run, everything it prints going to `<sweep_dir>/logs/<trial>.log` (`logs.py`).
 
     The Train run is named after the trial, so a retried or resumed trial finds its own run and Ray
     Train resumes it from its latest checkpoint instead of starting over. With `tracking` (the sweep's
     parent run), the trial logs into its own child run, created here by explicit parent id (or found
     again when the trial is retried or resumed).
     """
+    from ray import tune
+
+    from .logs import trial_log
+
+    if sweep_dir is None:
+        return _run_trial(config, base_spec, data_ref, label_names, train_storage, tracking)
+    with trial_log(Path(sweep_dir), tune.get_context().get_trial_id()):
+        return _run_trial(config, base_spec, data_ref, label_names, train_storage, tracking)
+
+
+def _run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any, label_names: list[str],
+               train_storage: str, tracking: dict[str, Any] | None) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -135,14 +153,18 @@ def sweep_name(spec: Spec) -> str:
 
 
 def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks: list[Any] | None = None,
-              extend: int = 0) -> dict[str, Any]:
+              extend: int = 0, verbose: bool = False, progress_stream: Any = None) -> dict[str, Any]:
     """`tunefleet sweep`: run (or resume, or extend) the spec's sweep and summarise it.
 
     Args:
         extend: add this many trials to the spec's finished sweep (`extend.py`); 0 runs the sweep.
+        verbose: the trials' own output on the console too (it always goes to `<sweep>/logs/`).
+        progress_stream: where the progress view goes (default stderr, `progress.py`).
 
     Returns:
-        The summary printed as the command's last line (sweep, storage, best, trials, ...).
+        The summary printed as the command's last line (sweep, storage, best, trials, ...). An
+        interrupted sweep (Ctrl-C) returns `{"sweep", "storage", "interrupted": true, "trials", "next"}`
+        instead, before anything is summarised or registered: `--resume` finishes it.
 
     Raises:
         SweepExistsError: results exist and neither resume nor restart was asked for.
@@ -178,105 +200,197 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
     own_fingerprint = fingerprint(spec, prepared.splits.fingerprint)
     # A resumed or extended sweep's searcher already holds the earlier trials it started from.
     warm = WarmStart() if resume or extend else earlier_trials(spec, sweep_dir, own_fingerprint)  # a missing named sweep fails here
-    start_ray(spec)
-    concurrency = _concurrency(spec, extend or None)
-    # An extension logs into the sweep's parent run, found again as --resume finds it.
-    parent = tracking.start_sweep_run(spec, name, sweep_dir, resume or bool(extend))  # None when tracking is off
-    metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
-    # The Tune run at hand: the sweep's own, or one of its extensions (`<sweep_dir>/extend-<k>`).
-    if extend:
-        run_dir, search_alg, param_space = extension.start_extension(spec, sweep_dir, before, extend, concurrency)
-    else:
-        run_dir = interrupted or sweep_dir
-        search_alg, param_space = None, tune_space(spec)
-    data_ref = ray.put(prepared.arrays())
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base_spec=spec.to_dict(), data_ref=data_ref,
-                             label_names=prepared.splits.label_names, train_storage=str(run_dir / "train"),
-                             tracking=parent.to_config() if parent else None),
-        _trial_resources(spec),
-    )
-    stopper = sweep_stopper(spec, metric, mode)
-    housekeeping = checkpoint_janitor(run_dir, metric, mode, spec.search.keep_stopped_checkpoints)
-    run_config = tune.RunConfig(
-        name=run_dir.name, storage_path=str(run_dir.parent) if run_dir != sweep_dir else storage,
-        # Retries a trial whose process died (e.g. with its node) from its latest checkpoint. A trial
-        # that runs a Train run also has Train's own worker retries beneath this.
-        failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-        stop=stopper,
-        # A trial in its own process gives Tune its checkpoints; the loop publishes one only when the
-        # metric improved, so the latest is the best.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[housekeeping, *([stopper.plateau] if stopper and stopper.plateau else []), *(callbacks or [])],
-        verbose=1,
-    )
-    if resume:
-        log.info("resuming sweep %s from %s", name, run_dir)
-        tuner = tune.Tuner.restore(str(run_dir), trainable, resume_errored=True)
-    else:
-        from ray.tune.search import Searcher
-
-        if search_alg is None:
-            search_alg = build_search_alg(spec, concurrency, warm.trials)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=mode,
-                search_alg=search_alg,
-                scheduler=build_scheduler(spec),
-                num_samples=extend or (spec.search.num_trials if spec.search.algorithm != "grid" else 1),
-                # Tune wraps a `Searcher` (Optuna) in a ConcurrencyLimiter; the others limit themselves.
-                max_concurrent_trials=concurrency if isinstance(search_alg, Searcher) else None,
-                time_budget_s=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
-                trial_dirname_creator=lambda trial: trial.trial_id,
-                reuse_actors=_can_reuse_trial_actors(spec),
-            ),
-            run_config=run_config,
+    # From here on the driver's messages (Ray's, Tune's, MLflow's) go to <sweep>/logs/driver.log; the
+    # console gets tunefleet's own lines, the progress view, and errors (`logs.py`).
+    with driver_log(sweep_dir, verbose) as watch:
+        quiet_transformers()  # no weight-loading progress bars when the driver scores the best model
+        start_ray(spec, log_to_driver=verbose)
+        concurrency = _concurrency(spec, extend or None)
+        # An extension logs into the sweep's parent run, found again as --resume finds it.
+        parent = tracking.start_sweep_run(spec, name, sweep_dir, resume or bool(extend))  # None when tracking is off
+        metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
+        # The Tune run at hand: the sweep's own, or one of its extensions (`<sweep_dir>/extend-<k>`).
+        if extend:
+            run_dir, search_alg, param_space = extension.start_extension(spec, sweep_dir, before, extend, concurrency)
+        else:
+            run_dir = interrupted or sweep_dir
+            search_alg, param_space = None, tune_space(spec)
+        data_ref = ray.put(prepared.arrays())
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base_spec=spec.to_dict(), data_ref=data_ref,
+                                 label_names=prepared.splits.label_names, train_storage=str(run_dir / "train"),
+                                 tracking=parent.to_config() if parent else None, sweep_dir=str(sweep_dir)),
+            _trial_resources(spec),
         )
-    if not resume and not extend:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "warm_start.json").write_text(json.dumps(warm.summary()))
-    try:
-        grid = tuner.fit()
-    except BaseException:
-        tracking.end_run(parent, "FAILED")
-        raise
-    # Every run of the sweep: its own and, once extended, each extension (just the one run otherwise).
-    trials = extension.all_trials(sweep_dir, run_dir, grid, spec, metric, mode)
-    extending = run_dir != sweep_dir  # this command ran (or finished) an extension
-    best = pick_best(trials, mode)
-    if extending:
-        extension.drop_beaten_checkpoints(trials, best)
-    save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
-    wall = time.perf_counter() - started
-    # An extended sweep's wall time is the sum of its runs'.
-    summary = summarise(spec, name, sweep_dir, trials, best, prepared,
-                        wall + (before or {}).get("wall_seconds", 0.0) if extending else wall)
-    extended = list((before or {}).get("extended", []))
-    if extending:
-        extended.append(extension.finished_entry(run_dir, len(grid), summary["best"], wall))
-    # What later sweeps compare before they warm-start from this one, what this one started from, and
-    # what was added to it later.
-    summary |= {"fingerprint": own_fingerprint,
-                "warm_start": _saved_warm_start(sweep_dir) if resume or extend else warm.summary(),
-                "extended": extended}
-    # Written before MLflow is touched again: the sweep's result stands whatever the store does.
-    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    # An extension that did not change the best registers nothing: that model is registered already.
-    kept = extension.kept_registration(before, summary["best"]) if extending and before else None
-    tags = {"tunefleet.warm_start": json.dumps(summary["warm_start"])}
-    if extended:
-        tags["tunefleet.extended"] = json.dumps([{k: e.get(k) for k in ("run", "trials", "ran", "best_changed")}
-                                                 for e in extended])
-    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials, summary["best"], tags, kept)
-    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
-    # for optuna-dashboard (`report.py`); neither can fail the sweep.
-    from .report import publish_report
+        stopper = sweep_stopper(spec, metric, mode)
+        housekeeping = checkpoint_janitor(run_dir, metric, mode, spec.search.keep_stopped_checkpoints)
+        state = SweepState(name, sweep_dir, metric, mode, total=_planned_trials(spec, extend), concurrency=concurrency,
+                           time_budget=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
+                           planned_epochs=spec.train.epochs)
+        progress = sweep_progress(state, progress_stream)
+        run_config = tune.RunConfig(
+            name=run_dir.name, storage_path=str(run_dir.parent) if run_dir != sweep_dir else storage,
+            # Retries a trial whose process died (e.g. with its node) from its latest checkpoint. A trial
+            # that runs a Train run also has Train's own worker retries beneath this.
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            stop=stopper,
+            # A trial in its own process gives Tune its checkpoints; the loop publishes one only when the
+            # metric improved, so the latest is the best.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[housekeeping, progress, *([stopper.plateau] if stopper and stopper.plateau else []),
+                       *(callbacks or [])],
+            # Tune's own trial table is off: the progress view says the same in a few lines.
+            verbose=0,
+        )
+        if resume:
+            log.info("resuming sweep %s from %s", name, run_dir)
+            tuner = tune.Tuner.restore(str(run_dir), trainable, resume_errored=True)
+        else:
+            from ray.tune.search import Searcher
 
-    publish_report(sweep_dir, summary, trials, spec)
-    return summary
+            if search_alg is None:
+                search_alg = build_search_alg(spec, concurrency, warm.trials)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric=metric, mode=mode,
+                    search_alg=search_alg,
+                    scheduler=build_scheduler(spec),
+                    num_samples=extend or (spec.search.num_trials if spec.search.algorithm != "grid" else 1),
+                    # Tune wraps a `Searcher` (Optuna) in a ConcurrencyLimiter; the others limit themselves.
+                    max_concurrent_trials=concurrency if isinstance(search_alg, Searcher) else None,
+                    time_budget_s=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
+                    trial_dirname_creator=lambda trial: trial.trial_id,
+                    reuse_actors=_can_reuse_trial_actors(spec),
+                ),
+                run_config=run_config,
+            )
+        if not resume and not extend:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / "warm_start.json").write_text(json.dumps(warm.summary()))
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            progress.close()
+            tracking.end_run(parent, "FAILED")
+            raise
+        if watch.seen:
+            # Ctrl-C: Tune saved where every trial was. Nothing is summarised or registered; the parent
+            # run stays RUNNING, and --resume continues the same trials in it.
+            progress.close()
+            state.interrupted()
+            state.save()
+            return {"sweep": name, "storage": str(sweep_dir), "interrupted": True, "trials": state.counts(),
+                    "next": f"tunefleet sweep {spec.source} --resume"}
+        # Every run of the sweep: its own and, once extended, each extension (just the one run otherwise).
+        trials = extension.all_trials(sweep_dir, run_dir, grid, spec, metric, mode)
+        extending = run_dir != sweep_dir  # this command ran (or finished) an extension
+        best = pick_best(trials, mode, spec.search.constraints)
+        if extending:
+            extension.drop_beaten_checkpoints(trials, best)
+        finals: list[Finalist] = []
+        if spec.search.final_seeds and best is not None:
+            finals, best = _retrain_finalists(spec, run_dir, trials, best, metric, mode, trainable, concurrency,
+                                              progress_stream)
+        save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
+        wall = time.perf_counter() - started
+        # An extended sweep's wall time is the sum of its runs'.
+        summary = summarise(spec, name, sweep_dir, trials, best, prepared,
+                            wall + (before or {}).get("wall_seconds", 0.0) if extending else wall)
+        extended = list((before or {}).get("extended", []))
+        if extending:
+            extended.append(extension.finished_entry(run_dir, len(grid), summary["best"], wall))
+        # What later sweeps compare before they warm-start from this one, what this one started from, and
+        # what was added to it later.
+        summary |= {"fingerprint": own_fingerprint,
+                    "warm_start": _saved_warm_start(sweep_dir) if resume or extend else warm.summary(),
+                    "extended": extended}
+        if finals:
+            summary["final_seeds"] = _final_seeds_summary(spec, finals, best, mode)
+            if summary["best"] is not None:
+                summary["best"]["final_seeds"] = summary["final_seeds"]
+        # Written before MLflow is touched again: the sweep's result stands whatever the store does.
+        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        # An extension that did not change the best registers nothing: that model is registered already.
+        kept = extension.kept_registration(before, summary["best"]) if extending and before else None
+        tags = {"tunefleet.warm_start": json.dumps(summary["warm_start"])}
+        if extended:
+            tags["tunefleet.extended"] = json.dumps([{k: e.get(k) for k in ("run", "trials", "ran", "best_changed")}
+                                                     for e in extended])
+        retrained = [run for finalist in finals for run in finalist.seeds.values()]
+        summary |= _finish_tracking(parent, spec, name, sweep_dir, trials + retrained, summary["best"], tags, kept)
+        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
+        # for optuna-dashboard (`report.py`); neither can fail the sweep.
+        from .report import publish_report
+
+        publish_report(sweep_dir, summary, trials, spec)
+        return summary
+
+
+def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], best: TrialRecord, metric: str,
+                       mode: str, trainable: Any, concurrency: int, stream: Any) -> tuple[list[Finalist], TrialRecord]:
+    """`search.final_seeds` (`finalists.py`): the finalists' retrained seeds, and the run to register."""
+    from ray import tune
+
+    from .pareto import within
+
+    def fit(folder: Path, space: dict[str, Any]) -> Any:
+        state = SweepState(f"{folder.parent.name} finalist {folder.name}", folder, metric, mode,
+                           total=spec.search.final_seeds, concurrency=concurrency, planned_epochs=spec.train.epochs)
+        return tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=concurrency,
+                                        trial_dirname_creator=lambda trial: trial.trial_id,
+                                        reuse_actors=_can_reuse_trial_actors(spec)),
+            run_config=tune.RunConfig(name=folder.name, storage_path=str(folder.parent), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      callbacks=[sweep_progress(state, stream)]),
+        ).fit()
+
+    eligible = [t for t in trials if within(t, spec.search.constraints)]
+    log.info("final seeds: training the %d best configuration(s) again with seeds %s", spec.search.final_top,
+             seeds_for(spec))
+    finals = retrain_finalists(spec, run_dir, eligible, metric, mode, fit)
+    winner = choose(finals, mode)
+    if winner is None:  # every retrained seed failed: the search's best stands
+        return finals, best
+    chosen = winner.best_run(mode)
+    drop_other_checkpoints(finals, chosen)
+    return finals, chosen
+
+
+def _final_seeds_summary(spec: Spec, finals: list[Finalist], best: TrialRecord | None, mode: str) -> dict[str, Any]:
+    winner = choose(finals, mode)
+    return {"seeds": seeds_for(spec), "finalists": [f.summary(mode) for f in finals],
+            "chosen": None if winner is None else winner.trial.trial_id,
+            "mean": None if winner is None else winner.summary(mode)["mean"],
+            "std": None if winner is None else winner.summary(mode)["std"],
+            "registered_run": None if best is None else best.trial_id}
+
+
+def _seed_figures(best: dict[str, Any]) -> dict[str, Any]:
+    """What the registered version carries of `final_seeds`: the spread, for the gate, and the figures."""
+    finals = best.get("final_seeds")
+    if not finals:
+        return {}
+    return {"seed_std": finals.get("std"),
+            "extra_tags": {"tunefleet.final_seeds": json.dumps({k: finals[k] for k in ("seeds", "mean", "std", "chosen")})}}
+
+
+def _planned_trials(spec: Spec, extend: int = 0) -> int:
+    """How many trials the run at hand will start: the extension's, the grid's, or num_trials."""
+    if extend:
+        return extend
+    if spec.search.algorithm == "grid":
+        count = 1
+        for dist in spec.search.space.values():
+            values = dist.get("grid") or dist.get("choice")
+            count *= len(values) if values else 1
+        return count
+    return spec.search.num_trials
 
 
 def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials: list[TrialRecord],
@@ -304,7 +418,7 @@ def _finish_tracking(parent: Any, spec: Spec, name: str, sweep_dir: Path, trials
             best["checkpoint"], spec.name, best["metrics"]["test"], tracking_uri=parent.tracking_uri,
             run_id=parent.run_id, margin=spec.tracking.promotion_margin, source_sweep=name,
             test_predictions=best.get("test_predictions"), gate=spec.tracking.promotion_gate,
-            confidence=spec.tracking.promotion_confidence)
+            confidence=spec.tracking.promotion_confidence, **_seed_figures(best))
     except Exception as exc:  # noqa: BLE001 - the store failed half-way; the sweep's result stands
         tracking.end_run(parent, "FAILED")
         return _tracking_failed(parent, best, f"tracking: {type(exc).__name__}: {error_line(exc)}")

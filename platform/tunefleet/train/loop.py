@@ -289,6 +289,17 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
         # Where the run is: on a multi-node cluster, shows a retried trial moving to another node.
         "node_id": run.session.node_id,
     }
+    if improved and rank == 0:
+        model = _unwrap(run.model)
+        # With LoRA the checkpoint's model is the merged, plain one (what is scored, registered and
+        # served); the adapter goes beside it, for resuming (train/peft.py).
+        plain, adapter = (merged_copy(model), model) if is_adapted(model) else (model, None)
+        # A sweep's second objectives (search/pareto.py), measured on the model about to be kept.
+        if "latency_ms" in run.spec.search.objectives:
+            metrics["latency_ms"] = latency_ms(plain, run.data["validation"], run.task, run.device, run.precision,
+                                               run.tokenizer.pad_token_id)
+        if "parameters" in run.spec.search.objectives:
+            metrics["parameters"] = sum(p.numel() for p in plain.parameters())
     progress.log(metrics, rank)
     if run.run_log is not None:
         run.run_log.log_metrics(metrics, step=progress.step)
@@ -296,10 +307,6 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
         # Only the best checkpoint is kept: publish only on improvement.
         with tempfile.TemporaryDirectory() as tmp:
             meta = _checkpoint_meta(run, metrics, scores)
-            model = _unwrap(run.model)
-            # With LoRA the checkpoint's model is the merged, plain one (what is scored, registered and
-            # served); the adapter goes beside it, for resuming (train/peft.py).
-            plain, adapter = (merged_copy(model), model) if is_adapted(model) else (model, None)
             folder = save_checkpoint(Path(tmp) / "model", plain, run.tokenizer, meta, {
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                 # A mid-epoch checkpoint resumes at the start of that epoch.
@@ -310,6 +317,32 @@ def _evaluate_and_report(run: _Run, epoch_done: float, train_loss: float, tokens
     else:
         run.session.report(metrics, None)
     return progress.should_stop()
+
+
+LATENCY_EXAMPLES = 32  # validation examples timed one by one for `latency_ms`
+
+
+@torch.inference_mode()
+def latency_ms(model: Any, split: TokenizedSplit, task: Task, device: Any, precision: str, pad_id: int,
+               examples: int = LATENCY_EXAMPLES) -> float:
+    """Median milliseconds for the model to answer one example alone (a batch of one, the first
+    `examples` validation examples, after two warm-up calls), on this device and thread count: the
+    latency a served model has when requests come one at a time."""
+    model.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    count = min(examples, len(split))
+    times = []
+    for index in [0, 0, *range(count)]:  # the first two warm up kernels and caches, and are not counted
+        batch = to_device(collate(split, np.array([index]), pad_id, task.per_token_labels), device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        with autocast:
+            model(**batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(times[2:])) if count else float("nan")
 
 
 # Padded tokens per evaluation batch on a GPU (at least 2 x the training batch, whatever their
