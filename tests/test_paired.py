@@ -132,6 +132,14 @@ def test_the_registry_promotes_real_improvements_only_and_records_why(tiny_model
     noisy = register(0.90, TWENTY_BETTER)
     assert noisy["promoted"]["promoted"] is False and "seed noise (sd 0.1414)" in noisy["promoted"]["reason"]
     assert noisy["promoted"]["paired"]["seed_noise"] == pytest.approx(0.1414, abs=1e-4)
+    # Forced to champion, the twenty-better version (no spread of its own) meets one right on every
+    # example (ten more, advantage 0.10): the model's measured spread still counts, so the lower
+    # bound is about 0.10 - 1.645 x 0.145 < 0 and it is not promoted, where the test set alone
+    # (sd about 0.03) would have promoted it.
+    assert registry.promote(name, noisy["version"], force=True, tracking_uri=uri)["promoted"]["promoted"]
+    perfect = register(1.0, _record(set()))
+    assert perfect["promoted"]["promoted"] is False and "seed noise (sd 0.1414)" in perfect["promoted"]["reason"]
+    assert compare(TWENTY_BETTER, _record(set()), "accuracy", "max", 0.95).lower_bound > 0.04
     name = name_before
 
     rows = {row["version"]: row for row in main_json(main, ["models", name, "--tracking-uri", uri])["models"]}

@@ -51,7 +51,8 @@ from .runs import client_for, ensure_experiment, tracking_uri
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG = "tunefleet.champion_history"
 # The seed-to-seed standard deviation of the version's recipe on the validation metric, when a sweep
-# measured it (`search.final_seeds`); the paired gate adds it to its noise (`paired.py`).
+# measured it (`search.final_seeds`); the paired gate adds it to its noise (`paired.py`). The
+# registered model keeps the latest measurement under the same tag, for versions without their own.
 SEED_STD_TAG = "tunefleet.seed_std"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _ALIAS = re.compile(r"[a-z0-9_-]{1,64}")
@@ -190,6 +191,9 @@ def register_checkpoint(checkpoint: str, name: str, test_metrics: dict[str, Any]
     _ensure_registered_model(client, name)
     with model_lock(client, uri, name):
         version = int(client.create_model_version(name, source, run_id=run_id, tags=tags).version)
+        if seed_std is not None:
+            # The recipe's latest measured seed spread, for later versions registered without one.
+            client.set_registered_model_tag(name, SEED_STD_TAG, repr(float(seed_std)))
         earlier_challenger = _alias_version(client, name, CHALLENGER)
         client.set_registered_model_alias(name, CHALLENGER, str(version))
         decision = _gate(client, uri, name, version, float(numbers[metric]), metric, mode, margin, force=False,
@@ -322,8 +326,12 @@ def _gate(client: Any, uri: str, name: str, version: int, value: float, metric: 
         promoted, reason = True, "first version with a test metric: becomes champion"
     else:
         if gate == "bootstrap":
-            noise = seed_noise_of_difference(_float(champion_version.tags.get(SEED_STD_TAG)),
-                                             _float(client.get_model_version(name, str(version)).tags.get(SEED_STD_TAG)))
+            # Each version's own measured spread; where neither has one, the model's latest measurement
+            # (the same task, data and metric), standing for both.
+            noise = seed_noise_of_difference(
+                _float(champion_version.tags.get(SEED_STD_TAG)),
+                _float(client.get_model_version(name, str(version)).tags.get(SEED_STD_TAG))) or \
+                seed_noise_of_difference(_float(client.get_registered_model(name).tags.get(SEED_STD_TAG)), None)
             paired, unpaired_because = _paired(champion_version, uri, record, metric, mode, confidence, noise)
         if paired is not None:
             promoted = paired.lower_bound > margin
