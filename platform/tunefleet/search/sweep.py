@@ -14,8 +14,12 @@ Either way the search algorithm and the scheduler, plug-ins named by the spec (`
 
 The sweep, top to bottom in `run_sweep`: check the input, tokenize once, gather earlier sweeps'
 trials to start from (`warm_start.py`), plan resources, build the space (`space.py`), searcher,
-scheduler, stoppers (`stoppers.py`) and the checkpoint janitor (`janitor.py`), fit, then read the
-trials back (`results.py`), draw the plots, register the best, write the report (`report.py`).
+scheduler, stoppers (`stoppers.py`), the checkpoint janitor (`janitor.py`) and the progress view
+(`progress.py`), fit with every message going to the sweep's log files (`logs.py`), then read the
+trials back (`results.py`), retrain the finalists with other seeds if asked (`finalists.py`), pick
+the best within the constraints on second objectives (`pareto.py`), draw the plots, register the
+best, write the report (`report.py`). Ctrl-C stops at the fit: Tune saves its state and the sweep
+returns an `interrupted` summary for `--resume`.
 
 What makes it reliable on a small machine:
 - resources are planned before launch: a trial that trains in its own process holds its worker's
@@ -37,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
 import time
 from pathlib import Path
@@ -227,6 +230,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         state = SweepState(name, sweep_dir, metric, mode, total=_planned_trials(spec, extend), concurrency=concurrency,
                            time_budget=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
                            planned_epochs=spec.train.epochs)
+        if resume:
+            state.carry_over()  # the trials that ended before the interruption count too
         progress = sweep_progress(state, progress_stream)
         run_config = tune.RunConfig(
             name=run_dir.name, storage_path=str(run_dir.parent) if run_dir != sweep_dir else storage,
@@ -279,10 +284,7 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             # Ctrl-C: Tune saved where every trial was. Nothing is summarised or registered; the parent
             # run stays RUNNING, and --resume continues the same trials in it.
             progress.close()
-            state.interrupted()
-            state.save()
-            return {"sweep": name, "storage": str(sweep_dir), "interrupted": True, "trials": state.counts(),
-                    "next": f"tunefleet sweep {spec.source} --resume"}
+            return _interrupted(spec, name, sweep_dir, state)
         # Every run of the sweep: its own and, once extended, each extension (just the one run otherwise).
         trials = extension.all_trials(sweep_dir, run_dir, grid, spec, metric, mode)
         extending = run_dir != sweep_dir  # this command ran (or finished) an extension
@@ -291,8 +293,13 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             extension.drop_beaten_checkpoints(trials, best)
         finals: list[Finalist] = []
         if spec.search.final_seeds and best is not None:
-            finals, best = _retrain_finalists(spec, run_dir, trials, best, metric, mode, trainable, concurrency,
-                                              progress_stream)
+            try:
+                finals, best = _retrain_finalists(spec, run_dir, trials, best, metric, mode, trainable, concurrency,
+                                                  progress_stream, watch)
+            except _FinalistsInterrupted:
+                # Ctrl-C while the finalists trained: as above, nothing is summarised or registered;
+                # --resume finds the search finished and trains the finalists again.
+                return _interrupted(spec, name, sweep_dir, state) | {"stage": "final_seeds"}
         save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
         wall = time.perf_counter() - started
         # An extended sweep's wall time is the sum of its runs'.
@@ -329,9 +336,27 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
         return summary
 
 
+def _interrupted(spec: Spec, name: str, sweep_dir: Path, state: SweepState) -> dict[str, Any]:
+    """The summary of a sweep that Ctrl-C ended; its status.json says so too (`tunefleet show`)."""
+    state.interrupted()
+    state.save()
+    return {"sweep": name, "storage": str(sweep_dir), "interrupted": True, "trials": state.counts(),
+            "next": f"tunefleet sweep {spec.source} --resume"}
+
+
+class _FinalistsInterrupted(Exception):
+    """Ctrl-C ended a finalist's retraining run: no further finalist starts (each Tune run would
+    catch Ctrl-C anew, so the user would have to press it once per finalist)."""
+
+
 def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], best: TrialRecord, metric: str,
-                       mode: str, trainable: Any, concurrency: int, stream: Any) -> tuple[list[Finalist], TrialRecord]:
-    """`search.final_seeds` (`finalists.py`): the finalists' retrained seeds, and the run to register."""
+                       mode: str, trainable: Any, concurrency: int, stream: Any,
+                       watch: Any = None) -> tuple[list[Finalist], TrialRecord]:
+    """`search.final_seeds` (`finalists.py`): the finalists' retrained seeds, and the run to register.
+
+    Raises:
+        _FinalistsInterrupted: `watch` (`logs.driver_log`'s) saw Ctrl-C during a retraining run.
+    """
     from ray import tune
 
     from .pareto import within
@@ -339,7 +364,7 @@ def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], bes
     def fit(folder: Path, space: dict[str, Any]) -> Any:
         state = SweepState(f"{folder.parent.name} finalist {folder.name}", folder, metric, mode,
                            total=spec.search.final_seeds, concurrency=concurrency, planned_epochs=spec.train.epochs)
-        return tune.Tuner(
+        grid = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=concurrency,
                                         trial_dirname_creator=lambda trial: trial.trial_id,
@@ -349,6 +374,11 @@ def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], bes
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       callbacks=[sweep_progress(state, stream)]),
         ).fit()
+        if watch is not None and watch.seen:
+            state.interrupted()
+            state.save()
+            raise _FinalistsInterrupted(str(folder))
+        return grid
 
     eligible = [t for t in trials if within(t, spec.search.constraints)]
     log.info("final seeds: training the %d best configuration(s) again with seeds %s", spec.search.final_top,
@@ -358,6 +388,8 @@ def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], bes
     if winner is None:  # every retrained seed failed: the search's best stands
         return finals, best
     chosen = winner.best_run(mode)
+    if chosen is None:  # none of the winner's runs kept a checkpoint to register: the search's best stands
+        return finals, best
     drop_other_checkpoints(finals, chosen)
     return finals, chosen
 
