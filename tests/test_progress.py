@@ -111,3 +111,49 @@ def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_view_updates_in_place(tiny_model, tmp_path, ray_cluster):
+    """The CLI on a pseudo-terminal (stderr a tty): rich's live view redraws itself with cursor
+    movements (ESC [ nA up, ESC [2K erase line) instead of printing new lines, and the JSON summary
+    is still the last line of stdout."""
+    import pty
+    import re
+
+    raw = tiny_spec_dict(tiny_model, tmp_path / "runs", name="live", train={"epochs": 2},
+                         resources={"ray_address": ray_cluster.get_runtime_context().gcs_address},
+                         search={"num_trials": 2, "max_concurrent": 1, "scheduler": "none",
+                                 "space": {"train.lr": {"loguniform": [5e-4, 2e-3]}}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    import threading
+
+    controller, terminal = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while the sweep runs: a full terminal buffer would block its writes
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal side is closed and drained
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    done = subprocess.run([sys.executable, "-m", "tunefleet.cli", "sweep", str(path)], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=terminal, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(terminal)
+    reader.join(timeout=30)
+    os.close(controller)
+    screen = b"".join(chunks)
+    assert done.returncode == 0, screen.decode(errors="replace")[-2000:]
+    text = screen.decode(errors="replace")
+    assert re.search(r"\x1b\[\d*A", text), "no cursor-up: the view was printed line after line"
+    assert "\x1b[2K" in text  # lines erased and redrawn
+    assert "2/2 done (2 completed, 0 stopped early, 0 failed)" in text
+    assert json.loads(done.stdout.decode().strip().splitlines()[-1])["trials"]["completed"] == 2
