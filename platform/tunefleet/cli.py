@@ -111,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
         if isinstance(result, dict) and result.get("interrupted"):
             counts = result["trials"]
-            print(f"tunefleet: interrupted: {counts['completed']} trial(s) completed, {counts['stopped_early']} "
-                  f"stopped early, {counts['failed']} failed, {counts['interrupted']} interrupted; "
-                  f"continue with `{result['next']}`", file=sys.stderr)
+            # Ctrl-C while the finalists were retrained (search.final_seeds): the search itself had ended.
+            stage = " while retraining the finalists" if result.get("stage") == "final_seeds" else ""
+            print(f"tunefleet: interrupted{stage}: {counts['completed']} trial(s) completed, "
+                  f"{counts['stopped_early']} stopped early, {counts['failed']} failed, "
+                  f"{counts['interrupted']} interrupted; continue with `{result['next']}`", file=sys.stderr)
             return EXIT_INTERRUPTED
         # The work is done and summarised, but MLflow lost part of it (the store went away): say so.
         tracking_error = (result.get("mlflow") or {}).get("error") if isinstance(result, dict) else None

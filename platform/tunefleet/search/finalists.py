@@ -49,13 +49,19 @@ class Finalist:
         values = self.values()
         return statistics.stdev(values) if len(values) >= 2 else None
 
-    def best_run(self, mode: str) -> TrialRecord:
-        """Its best run by validation score with a checkpoint: the search trial or a retrained seed."""
-        runs = [t for t in (self.trial, *self.seeds.values()) if _finite(t.best_value) and t.checkpoint]
-        return (max if mode == "max" else min)(runs, key=lambda t: t.best_value) if runs else self.trial
+    def best_run(self, mode: str) -> TrialRecord | None:
+        """Its best run by validation score with a checkpoint: the search trial or a retrained seed;
+        None if none has one.
+
+        A checkpoint counts only while its folder is complete on disk: the search's janitor keeps a
+        finished trial's checkpoint only while that trial is the best so far, so a finalist other than
+        the search's best has a `checkpoint` path whose folder is gone.
+        """
+        runs = [t for t in (self.trial, *self.seeds.values()) if _finite(t.best_value) and _kept(t.checkpoint)]
+        return (max if mode == "max" else min)(runs, key=lambda t: t.best_value) if runs else None
 
     def summary(self, mode: str) -> dict[str, Any]:
-        best = self.best_run(mode)
+        best = self.best_run(mode) or self.trial
         return {"trial_id": self.trial.trial_id, "config": self.trial.config, "search_value": self.trial.best_value,
                 "seeds": {str(seed): t.best_value for seed, t in self.seeds.items()},
                 "failed_seeds": [seed for seed, t in self.seeds.items() if not _finite(t.best_value)],
@@ -114,6 +120,13 @@ def drop_other_checkpoints(finalists: list[Finalist], keep: TrialRecord) -> None
         for run in finalist.seeds.values():
             if run is not keep and run.checkpoint and Path(run.checkpoint).is_dir():
                 shutil.rmtree(run.checkpoint, ignore_errors=True)
+
+
+def _kept(checkpoint: str | None) -> bool:
+    """A checkpoint folder still there with its metadata (`pick_best` asks the same)."""
+    from ..train.checkpoint import META_FILE
+
+    return bool(checkpoint) and (Path(checkpoint) / META_FILE).is_file()
 
 
 def _finite(value: Any) -> bool:

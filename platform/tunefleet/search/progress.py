@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 STATUS_FILE = "status.json"
-_STREAMS: dict[int, Any] = {}  # progress views' streams, by key (see `sweep_progress`)
+_STREAMS: dict[str, Any] = {}  # progress views' streams, by key (see `sweep_progress`)
+# This process's state of each sweep (by its folder): what a progress callback feeds. A resumed sweep's
+# callback is the copy Tune unpickled from the first run's tuner.pkl, state included; looked up here
+# (`_current_state`) it feeds the state of the process that resumed, which `run_sweep` reads.
+_STATES: dict[str, "SweepState"] = {}
 
 
 class SweepState:
@@ -44,6 +48,34 @@ class SweepState:
         entry = self.trials.setdefault(trial_id, {"number": len(self.trials) + 1, "best": None, "value": None,
                                                   "epoch": 0.0, "started": time.time()})
         entry |= {"status": "running", "config": _plain(config)}
+        for key in ("ended", "error", "log"):  # a trial restarted by --resume (or a retry) runs again
+            entry.pop(key, None)
+
+    def carry_over(self) -> None:
+        """A resumed sweep: the trials of the run it continues, from that run's `status.json`. Tune
+        sends no events for the trials that ended before the interruption, so without them the
+        counts, the best and the view would cover only what runs after the resume.
+
+        The file is moved aside (to `status.json.resumed`) until this run writes its own: Tune's
+        restore copies every *.json of the run's folder to its staging folder and copies them back at
+        each snapshot, which would put the interrupted run's status back over this run's again and again.
+        """
+        path = self.sweep_dir / STATUS_FILE
+        aside = path.with_name(f"{STATUS_FILE}.resumed")  # also what a resume that failed early left
+        if path.exists():
+            path.replace(aside)
+        try:
+            saved = json.loads(aside.read_text())
+        except (OSError, ValueError):
+            return
+        now = time.time()
+        for trial_id, t in (saved.get("trials") or {}).items():
+            entry = {k: v for k, v in t.items() if k != "seconds"} | {"started": now - float(t.get("seconds") or 0.0)}
+            if entry.get("status") in ("running", "interrupted"):
+                entry["status"] = "interrupted"  # until Tune starts it again
+            else:
+                entry["ended"] = now
+            self.trials[trial_id] = entry
 
     def result(self, trial_id: str, result: dict[str, Any]) -> None:
         entry = self.trials.setdefault(trial_id, {"number": len(self.trials) + 1, "best": None, "started": time.time(),
@@ -185,9 +217,11 @@ def sweep_progress(state: SweepState, stream: TextIO | None = None, live: bool |
     from ray.tune import Callback
 
     # Tune pickles its callbacks (by value: this class is local) with the experiment's state, so the
-    # stream stays out of the closure: it is looked up by key in this process.
-    key = id(state)
+    # stream and the state are looked up by key in this process: a resumed sweep runs the callback
+    # Tune unpickled, whose closure holds the first run's state as it was when Tune pickled it.
+    key = str(state.sweep_dir)
     _STREAMS[key] = stream
+    _STATES[key] = state
 
     class _Progress(Callback):
         def __init__(self) -> None:
@@ -201,52 +235,59 @@ def sweep_progress(state: SweepState, stream: TextIO | None = None, live: bool |
             self.live = None
 
         @property
+        def state(self) -> SweepState:
+            return _current_state(key) or state
+
+        @property
         def out(self) -> TextIO:
-            return _STREAMS.get(key) or sys.stderr
+            return _current_stream(key) or sys.stderr
 
         @property
         def in_place(self) -> bool:
             return self.out.isatty() if live is None else live
 
         def setup(self, **info: Any) -> None:
-            state.save()
+            self.state.save()
             if self.in_place:
                 from rich.console import Console
                 from rich.live import Live
 
-                self.live = Live(state.table(), console=Console(file=self.out), refresh_per_second=2, transient=False)
+                self.live = Live(self.state.table(), console=Console(file=self.out), refresh_per_second=2,
+                                 transient=False)
                 self.live.start()
             else:
+                state = self.state
                 print(f"sweep {state.name}: {state.total} trial(s), {state.concurrency} at a time; "
                       f"logs in {state.sweep_dir / 'logs'}", file=self.out, flush=True)
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            state.start(trial.trial_id, trial.config or {})
+            self.state.start(trial.trial_id, trial.config or {})
             self._changed()
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            state.result(trial.trial_id, result)
+            self.state.result(trial.trial_id, result)
             self._changed()
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            state.end(trial.trial_id)
+            self.state.end(trial.trial_id)
             self._ended(trial.trial_id)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            state.end(trial.trial_id, error=_error_line(trial), log=_trial_log(state.sweep_dir, trial.trial_id))
+            self.state.end(trial.trial_id, error=_error_line(trial),
+                           log=_trial_log(self.state.sweep_dir, trial.trial_id))
             self._ended(trial.trial_id)
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             self.close()
 
         def _changed(self) -> None:
-            state.save()
+            self.state.save()
             if self.live is not None:
-                self.live.update(state.table())
+                self.live.update(self.state.table())
 
         def _ended(self, trial_id: str) -> None:
             self._changed()
-            line = state.event_line(trial_id)
+            line = self.state.event_line(trial_id)
             if self.live is not None:
                 # Above the live view, where it stays: a record of each trial on the terminal too.
                 self.live.console.print(line, highlight=False)
@@ -255,11 +296,22 @@ def sweep_progress(state: SweepState, stream: TextIO | None = None, live: bool |
 
         def close(self) -> None:
             if self.live is not None:
-                self.live.update(state.table())
+                self.live.update(self.state.table())
                 self.live.stop()
                 self.live = None
 
     return _Progress()
+
+
+# The callback reads the registries through these module-level functions, never by naming them: Tune
+# pickles the callback's class (local, so by value) with a *copy* of every module global its methods
+# name, and a restored copy would read the first run's dicts. Functions are pickled by reference.
+def _current_state(key: str) -> SweepState | None:
+    return _STATES.get(key)
+
+
+def _current_stream(key: str) -> TextIO | None:
+    return _STREAMS.get(key)
 
 
 def _error_line(trial: Any) -> str:
