@@ -97,3 +97,25 @@ def test_a_small_sweep_reports_its_pareto_front_and_registers_within_the_constra
     assert (large["trial_id"] in front_ids) == wide_earns_its_place
     assert summary["best"]["config"]["model.name_or_path"] == tiny_model  # the only one within the cap
     assert (Path(summary["storage"]) / "pareto.png").stat().st_size > 5000
+
+
+def test_the_janitor_keeps_the_best_checkpoint_within_the_constraints(tmp_path):
+    """Trial a (accuracy 0.7, 5 ms) then b (0.9, 50 ms), capped at 20 ms: b is better but can never
+    be registered, so b loses its checkpoint and a keeps its own; without the cap, the reverse."""
+    from types import SimpleNamespace
+
+    from tunefleet.search.janitor import checkpoint_janitor
+
+    for constraints, kept, dropped in (({"latency_ms": 20.0}, "a", "b"), (None, "b", "a")):
+        folder = tmp_path / ("capped" if constraints else "free")
+        for name in "ab":
+            (folder / name / "checkpoint_000000").mkdir(parents=True)
+        janitor = checkpoint_janitor(folder, "val_accuracy", "max", keep_stopped=False, constraints=constraints)
+        for name, value, latency in (("a", 0.7, 5.0), ("b", 0.9, 50.0)):
+            result = {"val_accuracy": value, "best_val_accuracy": value, "latency_ms": latency, "epoch": 1,
+                      "planned_epochs": 1}
+            trial = SimpleNamespace(trial_id=name, last_result=result, config={"train.epochs": 1})
+            janitor.on_trial_result(0, [], trial, result)
+            janitor.on_trial_complete(0, [], trial)
+        assert (folder / kept / "checkpoint_000000").is_dir(), (constraints, kept)
+        assert not (folder / dropped / "checkpoint_000000").exists(), (constraints, dropped)

@@ -226,7 +226,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             _trial_resources(spec),
         )
         stopper = sweep_stopper(spec, metric, mode)
-        housekeeping = checkpoint_janitor(run_dir, metric, mode, spec.search.keep_stopped_checkpoints)
+        housekeeping = checkpoint_janitor(run_dir, metric, mode, spec.search.keep_stopped_checkpoints,
+                                          spec.search.constraints)
         state = SweepState(name, sweep_dir, metric, mode, total=_planned_trials(spec, extend), concurrency=concurrency,
                            time_budget=parse_duration(spec.search.time_budget) if spec.search.time_budget else None,
                            planned_epochs=spec.train.epochs)
