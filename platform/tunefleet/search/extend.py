@@ -44,7 +44,7 @@ from .. import plugins
 from ..spec import Spec
 from .results import TrialRecord, collect_trials
 from .space import tune_space
-from .warm_start import WarmStart, _as_point
+from .warm_start import WarmStart, as_point
 
 log = logging.getLogger("tunefleet.search")
 
@@ -202,7 +202,7 @@ def _earlier_points(spec: Spec, sweep_dir: Path) -> list[Any]:
     except (OSError, ValueError):
         return []
     found = WarmStart()
-    points = (_as_point(row, spec, sweep_dir.name, found) for row in rows)
+    points = (as_point(row, spec, sweep_dir.name, found) for row in rows)
     return [p for p in points if p is not None]
 
 

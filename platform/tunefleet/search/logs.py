@@ -141,3 +141,22 @@ def driver_log(sweep_dir: Path, verbose: bool = False) -> Iterator[_Interrupted]
 
 def _console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+
+
+@contextmanager
+def sigint_restored() -> Iterator[None]:
+    """Around a Tune run: Ctrl-C afterwards means what it meant before.
+
+    Tune installs its own SIGINT handler for the run (first Ctrl-C: stop and save) and restores the
+    previous one only when that handler fires; after a run that ended normally it stays installed, and
+    a Ctrl-C while the sweep scores, registers or writes its report would be swallowed."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -55,7 +55,7 @@ from . import extend as extension
 from .extend import ExtendError
 from .finalists import Finalist, choose, drop_other_checkpoints, retrain_finalists, seeds_for
 from .janitor import checkpoint_janitor
-from .logs import driver_log
+from .logs import driver_log, sigint_restored
 from .plots import save_sweep_plots
 from .progress import SweepState, sweep_progress
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
@@ -276,7 +276,8 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / "warm_start.json").write_text(json.dumps(warm.summary()))
         try:
-            grid = tuner.fit()
+            with sigint_restored():
+                grid = tuner.fit()
         except BaseException:
             progress.close()
             tracking.end_run(parent, "FAILED")
@@ -365,7 +366,7 @@ def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], bes
     def fit(folder: Path, space: dict[str, Any]) -> Any:
         state = SweepState(f"{folder.parent.name} finalist {folder.name}", folder, metric, mode,
                            total=spec.search.final_seeds, concurrency=concurrency, planned_epochs=spec.train.epochs)
-        grid = tune.Tuner(
+        tuner = tune.Tuner(
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1, max_concurrent_trials=concurrency,
                                         trial_dirname_creator=lambda trial: trial.trial_id,
@@ -374,7 +375,9 @@ def _retrain_finalists(spec: Spec, run_dir: Path, trials: list[TrialRecord], bes
                                       failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       callbacks=[sweep_progress(state, stream)]),
-        ).fit()
+        )
+        with sigint_restored():
+            grid = tuner.fit()
         if watch is not None and watch.seen:
             state.interrupted()
             state.save()

@@ -92,7 +92,7 @@ def earlier_trials(spec: Spec, sweep_dir: Path, own: dict[str, str]) -> WarmStar
             continue
         used = 0
         for trial in trials:
-            earlier = _as_point(trial, spec, folder.name, found)
+            earlier = as_point(trial, spec, folder.name, found)
             if earlier is not None:
                 found.trials.append(earlier)
                 used += 1
@@ -104,7 +104,7 @@ def earlier_trials(spec: Spec, sweep_dir: Path, own: dict[str, str]) -> WarmStar
     return found
 
 
-def _as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) -> EarlierTrial | None:
+def as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) -> EarlierTrial | None:
     metric = f"val_{spec.train.metric}"
     value = trial.get("best_value")
     if trial.get("status") not in ("completed", "stopped_early") or not _finite(value):
