@@ -172,16 +172,16 @@ def _print_trial_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .search.results import config_text
+
     trials = _json.loads((Path(summary["storage"]) / "trials.json").read_text())  # best first
     table = Table(title=f"sweep {summary['sweep']}: {summary['trials']}")
     for column in ("trial", "status", "best", "epochs", "hyperparameters"):
         table.add_column(column)
     for t in trials:
-        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                           for k, v in t["config"].items())
         best = "" if t["best_value"] is None else f"{t['best_value']:.4f}"
         table.add_row(t["trial_id"], t["status"] + (f" ({t['error']})" if t["error"] else ""), best,
-                      f"{t['epochs_run']:g}", params)
+                      f"{t['epochs_run']:g}", config_text(t["config"]))
     Console(stderr=True).print(table)
 
 

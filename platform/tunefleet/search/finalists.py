@@ -18,7 +18,6 @@ winner is known; the others' are then removed.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..spec import Spec
-from .results import TrialRecord, collect_trials
+from .results import TrialRecord, collect_trials, finite
 
 RUN_PREFIX = "finalists-"
 
@@ -39,7 +38,7 @@ class Finalist:
     seeds: dict[int, TrialRecord] = field(default_factory=dict)  # seed -> the retrained run
 
     def values(self) -> list[float]:
-        return [t.best_value for t in self.seeds.values() if _finite(t.best_value)]
+        return [t.best_value for t in self.seeds.values() if finite(t.best_value)]
 
     def mean(self) -> float | None:
         values = self.values()
@@ -57,15 +56,15 @@ class Finalist:
         finished trial's checkpoint only while that trial is the best so far, so a finalist other than
         the search's best has a `checkpoint` path whose folder is gone.
         """
-        runs = [t for t in (self.trial, *self.seeds.values()) if _finite(t.best_value) and _kept(t.checkpoint)]
+        runs = [t for t in (self.trial, *self.seeds.values()) if finite(t.best_value) and _kept(t.checkpoint)]
         return (max if mode == "max" else min)(runs, key=lambda t: t.best_value) if runs else None
 
     def summary(self, mode: str) -> dict[str, Any]:
         best = self.best_run(mode) or self.trial
         return {"trial_id": self.trial.trial_id, "config": self.trial.config, "search_value": self.trial.best_value,
                 "seeds": {str(seed): t.best_value for seed, t in self.seeds.items()},
-                "failed_seeds": [seed for seed, t in self.seeds.items() if not _finite(t.best_value)],
-                "mean": _round(self.mean()), "std": _round(self.spread()), "best_run": best.trial_id,
+                "failed_seeds": [seed for seed, t in self.seeds.items() if not finite(t.best_value)],
+                "mean": self.mean(), "std": self.spread(), "best_run": best.trial_id,
                 "best_value": best.best_value}
 
 
@@ -73,7 +72,7 @@ def finalist_trials(trials: list[TrialRecord], mode: str, top: int) -> list[Tria
     """The `top` best trials by validation score, completed ones first (a trial a scheduler stopped
     was judged on fewer epochs than it would train again)."""
     sign = -1.0 if mode == "max" else 1.0
-    scored = [t for t in trials if _finite(t.best_value) and t.status != "failed"]
+    scored = [t for t in trials if finite(t.best_value) and t.status != "failed"]
     ranked = sorted(scored, key=lambda t: (t.status != "completed", sign * t.best_value))
     return ranked[:top]
 
@@ -127,11 +126,3 @@ def _kept(checkpoint: str | None) -> bool:
     from ..train.checkpoint import META_FILE
 
     return bool(checkpoint) and (Path(checkpoint) / META_FILE).is_file()
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)

@@ -15,14 +15,15 @@ one), and the model registered is the best by the metric among trials within
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
+
+from .results import finite
 
 
 def within(trial: Any, constraints: dict[str, float]) -> bool:
     """Whether a trial's measured objectives are all within the upper bounds (unmeasured: no)."""
-    return all(_finite(trial.objectives.get(name)) and trial.objectives[name] <= bound
+    return all(finite(trial.objectives.get(name)) and trial.objectives[name] <= bound
                for name, bound in constraints.items())
 
 
@@ -34,7 +35,7 @@ def pareto_front(trials: Sequence[Any], mode: str, objectives: Sequence[str]) ->
     """
     sign = 1.0 if mode == "max" else -1.0
     points = [(t, [-sign * t.best_value] + [t.objectives[name] for name in objectives]) for t in trials
-              if _finite(t.best_value) and all(_finite(t.objectives.get(name)) for name in objectives)]
+              if finite(t.best_value) and all(finite(t.objectives.get(name)) for name in objectives)]
 
     def dominates(a: list[float], b: list[float]) -> bool:
         return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
@@ -48,7 +49,7 @@ def pareto_summary(trials: Sequence[Any], mode: str, objectives: Sequence[str], 
     """The summary's `pareto` section: the front, and how many trials are within the constraints."""
     front = pareto_front(trials, mode, objectives)
     return {"objectives": list(objectives), "constraints": dict(constraints),
-            "within_constraints": sum(within(t, constraints) for t in trials if _finite(t.best_value)),
+            "within_constraints": sum(within(t, constraints) for t in trials if finite(t.best_value)),
             "front": [{"trial_id": t.trial_id, metric: t.best_value, **{k: t.objectives[k] for k in objectives},
                        "config": t.config} for t in front]}
 
@@ -65,7 +66,7 @@ def save_pareto_plot(trials: Sequence[Any], mode: str, objectives: Sequence[str]
     if not objectives:
         return None
     name = objectives[0]
-    measured = [t for t in trials if _finite(t.best_value) and _finite(t.objectives.get(name))]
+    measured = [t for t in trials if finite(t.best_value) and finite(t.objectives.get(name))]
     if not measured:
         return None
     front = pareto_front(measured, mode, [name])
@@ -86,6 +87,3 @@ def save_pareto_plot(trials: Sequence[Any], mode: str, objectives: Sequence[str]
     plt.close(fig)
     return path
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

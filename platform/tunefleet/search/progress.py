@@ -16,12 +16,13 @@ show` can tell how far a running sweep is from another shell. Ray Tune's own tri
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+from .results import config_text, finite
 
 STATUS_FILE = "status.json"
 _STREAMS: dict[str, Any] = {}  # progress views' streams, by key (see `sweep_progress`)
@@ -81,7 +82,7 @@ class SweepState:
         entry = self.trials.setdefault(trial_id, {"number": len(self.trials) + 1, "best": None, "started": time.time(),
                                                   "status": "running", "config": {}})
         value = result.get(self.metric)
-        if _finite(value) and not result.get("diverged"):
+        if finite(value) and not result.get("diverged"):
             entry["value"] = value
             entry["best"] = value if entry["best"] is None else _better(self.mode)(entry["best"], value)
         entry["epoch"] = float(result.get("epoch", entry.get("epoch", 0.0)))
@@ -117,7 +118,7 @@ class SweepState:
         return {s: statuses.count(s) for s in ("completed", "stopped_early", "failed", "running", "interrupted")}
 
     def best(self) -> tuple[str, dict[str, Any]] | None:
-        scored = [(tid, t) for tid, t in self.trials.items() if _finite(t.get("best"))]
+        scored = [(tid, t) for tid, t in self.trials.items() if finite(t.get("best"))]
         if not scored:
             return None
         pick = max if self.mode == "max" else min
@@ -173,7 +174,7 @@ class SweepState:
         best = self.best()
         if best is None:
             return f"best {self.metric}: none yet"
-        return f"best {self.metric} {best[1]['best']:.4f} (trial {best[0]}: {_params(best[1].get('config') or {})})"
+        return f"best {self.metric} {best[1]['best']:.4f} (trial {best[0]}: {config_text(best[1].get('config') or {})})"
 
     def event_line(self, trial_id: str) -> str:
         """One line for a trial that ended, for logs and pipes."""
@@ -203,7 +204,7 @@ class SweepState:
             if t.get("status") == "running":
                 planned = (t.get("config") or {}).get("train.epochs") or t.get("planned") or self.planned_epochs
                 value = "" if t.get("value") is None else f"{t['value']:.4f}"
-                running.add_row(tid, f"{t.get('epoch', 0):g}/{planned}", value, _params(t.get("config") or {}))
+                running.add_row(tid, f"{t.get('epoch', 0):g}/{planned}", value, config_text(t.get("config") or {}))
         return Group(Text(f"sweep {self.name}: {self.headline()}", style="bold"), Text(self.best_line()), running)
 
 
@@ -329,17 +330,8 @@ def _trial_log(sweep_dir: Path, trial_id: str) -> str | None:
     return str(path) if path.exists() else None
 
 
-def _params(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                     for k, v in config.items())
-
-
 def _better(mode: str) -> Any:
     return max if mode == "max" else min
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:

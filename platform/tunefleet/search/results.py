@@ -48,7 +48,7 @@ def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialR
             for row in frame.to_dict("records")
         ]
         evaluations = [h for h in history if h.get(metric) is not None and not h.get("diverged")]
-        values = [h[metric] for h in evaluations if _finite(h[metric])]
+        values = [h[metric] for h in evaluations if finite(h[metric])]
         best_value = (max(values) if mode == "max" else min(values)) if values else None
         epochs_run = max((h.get("epoch", 0) for h in history), default=0.0)
         planned = config.get("train.epochs", spec.train.epochs)
@@ -66,7 +66,7 @@ def collect_trials(grid: Any, spec: Spec, metric: str, mode: str) -> list[TrialR
             or (result.checkpoint.path if result.checkpoint is not None else None)
         best_row = next((h for h in evaluations if h[metric] == best_value), None) if best_value is not None else None
         objectives = {name: best_row[name] for name in spec.search.objectives
-                      if best_row is not None and _finite(best_row.get(name))}
+                      if best_row is not None and finite(best_row.get(name))}
         trials.append(TrialRecord(
             trial_id=history[-1]["trial_id"] if history and "trial_id" in history[-1] else Path(result.path).name,
             config=config, status=status, history=evaluations, best_value=best_value,
@@ -163,8 +163,15 @@ def _complete(checkpoint: str) -> bool:
     return (Path(checkpoint) / META_FILE).is_file()
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def config_text(config: dict[str, Any]) -> str:
+    """A trial's hyperparameters on one line, by their last name: `lr=3e-05, dropout=0.1, epochs=2`."""
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                     for k, v in config.items())
+
+
+def finite(value: Any) -> bool:
+    """A real number that can be compared and plotted (not None, NaN, inf, or a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plain(value: Any) -> Any:

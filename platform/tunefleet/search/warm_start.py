@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import plugins
 from ..spec import Spec
+from .results import finite
 from .space import value_inside
 
 log = logging.getLogger("tunefleet.search")
@@ -107,7 +107,7 @@ def earlier_trials(spec: Spec, sweep_dir: Path, own: dict[str, str]) -> WarmStar
 def as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) -> EarlierTrial | None:
     metric = f"val_{spec.train.metric}"
     value = trial.get("best_value")
-    if trial.get("status") not in ("completed", "stopped_early") or not _finite(value):
+    if trial.get("status") not in ("completed", "stopped_early") or not finite(value):
         found._skip("failed or never evaluated")
         return None
     space = spec.search.space
@@ -118,13 +118,10 @@ def as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) ->
     if not all(value_inside(space[path], params[path]) for path in space):
         found._skip("outside the space")
         return None
-    curve = [h[metric] for h in trial.get("history", []) if _finite(h.get(metric))]
+    curve = [h[metric] for h in trial.get("history", []) if finite(h.get(metric))]
     return EarlierTrial(params=params, value=float(value), pruned=trial["status"] == "stopped_early",
                         curve=curve, sweep=sweep)
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_json(path: Path) -> Any:
