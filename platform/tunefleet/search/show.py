@@ -35,7 +35,7 @@ def find_sweep(target: str, storage: str | None = None) -> Path:
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         from ..cluster import storage_uri
         from ..spec import load_spec
-        from .sweep import sweep_name
+        from .naming import sweep_name
 
         spec = load_spec(path)
         folder = Path(storage_uri(spec)) / sweep_name(spec)

@@ -39,7 +39,6 @@ plots, MLflow parent and registry decision then cover every run of the sweep (`e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -58,6 +57,7 @@ from .janitor import checkpoint_janitor
 from .logs import driver_log, sigint_restored
 from .plots import save_sweep_plots
 from .progress import SweepState, sweep_progress
+from .naming import sweep_name
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
 from .space import first_point, seed_point, tune_space
 from .stoppers import sweep_stopper
@@ -146,14 +146,6 @@ def _trial_resources(spec: Spec) -> dict[str, float]:
 
 
 # ---- the sweep ------------------------------------------------------------------------------------
-
-def sweep_name(spec: Spec) -> str:
-    """Deterministic: the same spec (and overrides) always names the same sweep, so --resume finds it."""
-    raw = spec.to_dict()
-    raw.pop("source", None)
-    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{spec.name}-{digest}"
-
 
 def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks: list[Any] | None = None,
               extend: int = 0, verbose: bool = False, progress_stream: Any = None) -> dict[str, Any]:
