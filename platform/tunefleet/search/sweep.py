@@ -294,40 +294,57 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
                 # Ctrl-C while the finalists trained: as above, nothing is summarised or registered;
                 # --resume finds the search finished and trains the finalists again.
                 return _interrupted(spec, name, sweep_dir, state) | {"stage": "final_seeds"}
-        save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
-        wall = time.perf_counter() - started
-        # An extended sweep's wall time is the sum of its runs'.
-        summary = summarise(spec, name, sweep_dir, trials, best, prepared,
-                            wall + (before or {}).get("wall_seconds", 0.0) if extending else wall)
-        extended = list((before or {}).get("extended", []))
-        if extending:
-            extended.append(extension.finished_entry(run_dir, len(grid), summary["best"], wall))
-        # What later sweeps compare before they warm-start from this one, what this one started from, and
-        # what was added to it later.
-        summary |= {"fingerprint": own_fingerprint,
-                    "warm_start": _saved_warm_start(sweep_dir) if resume or extend else warm.summary(),
-                    "extended": extended}
-        if finals:
-            summary["final_seeds"] = _final_seeds_summary(spec, finals, best, mode)
-            if summary["best"] is not None:
-                summary["best"]["final_seeds"] = summary["final_seeds"]
-        # Written before MLflow is touched again: the sweep's result stands whatever the store does.
-        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        # An extension that did not change the best registers nothing: that model is registered already.
-        kept = extension.kept_registration(before, summary["best"]) if extending and before else None
-        tags = {"tunefleet.warm_start": json.dumps(summary["warm_start"])}
-        if extended:
-            tags["tunefleet.extended"] = json.dumps([{k: e.get(k) for k in ("run", "trials", "ran", "best_changed")}
-                                                     for e in extended])
-        retrained = [run for finalist in finals for run in finalist.seeds.values()]
-        summary |= _finish_tracking(parent, spec, name, sweep_dir, trials + retrained, summary["best"], tags, kept)
-        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
-        # for optuna-dashboard (`report.py`); neither can fail the sweep.
-        from .report import publish_report
+        warm_summary = _saved_warm_start(sweep_dir) if resume or extend else warm.summary()
+        return _conclude(spec, name, sweep_dir, run_dir, len(grid), trials, best, finals, prepared,
+                         time.perf_counter() - started, before, own_fingerprint, warm_summary, parent)
 
-        publish_report(sweep_dir, summary, trials, spec)
-        return summary
+
+def _conclude(spec: Spec, name: str, sweep_dir: Path, run_dir: Path, run_trials: int, trials: list[TrialRecord],
+              best: TrialRecord | None, finals: list[Finalist], prepared: Any, wall: float,
+              before: dict[str, Any] | None, own_fingerprint: str, warm_summary: dict[str, Any],
+              parent: Any) -> dict[str, Any]:
+    """A finished search, from its trials to what people and the registry get: plots, summary.json,
+    the MLflow parent and registration (`_finish_tracking`), report.html.
+
+    Args:
+        run_dir: the Tune run this command ran (the sweep's own, or an extension's folder), with
+            `run_trials` trials; `trials` are those of every run of the sweep.
+        wall: this command's seconds; an extended sweep adds the earlier runs' (`before`).
+        warm_summary: what the sweep started from (`warm_start.json`).
+    """
+    metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
+    save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
+    extending = run_dir != sweep_dir  # this command ran (or finished) an extension
+    # An extended sweep's wall time is the sum of its runs'.
+    summary = summarise(spec, name, sweep_dir, trials, best, prepared,
+                        wall + (before or {}).get("wall_seconds", 0.0) if extending else wall)
+    extended = list((before or {}).get("extended", []))
+    if extending:
+        extended.append(extension.finished_entry(run_dir, run_trials, summary["best"], wall))
+    # What later sweeps compare before they warm-start from this one, what this one started from, and
+    # what was added to it later.
+    summary |= {"fingerprint": own_fingerprint, "warm_start": warm_summary, "extended": extended}
+    if finals:
+        summary["final_seeds"] = _final_seeds_summary(spec, finals, best, mode)
+        if summary["best"] is not None:
+            summary["best"]["final_seeds"] = summary["final_seeds"]
+    # Written before MLflow is touched again: the sweep's result stands whatever the store does.
+    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # An extension that did not change the best registers nothing: that model is registered already.
+    kept = extension.kept_registration(before, summary["best"]) if extending and before else None
+    tags = {"tunefleet.warm_start": json.dumps(summary["warm_start"])}
+    if extended:
+        tags["tunefleet.extended"] = json.dumps([{k: e.get(k) for k in ("run", "trials", "ran", "best_changed")}
+                                                 for e in extended])
+    retrained = [run for finalist in finals for run in finalist.seeds.values()]
+    summary |= _finish_tracking(parent, spec, name, sweep_dir, trials + retrained, summary["best"], tags, kept)
+    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    # For people, from the final summary: report.html (also logged to the parent run) and optuna.db
+    # for optuna-dashboard (`report.py`); neither can fail the sweep.
+    from .report import publish_report
+
+    publish_report(sweep_dir, summary, trials, spec)
+    return summary
 
 
 def _interrupted(spec: Spec, name: str, sweep_dir: Path, state: SweepState) -> dict[str, Any]:
