@@ -1,13 +1,13 @@
 """Does a sweep warm-started from an earlier one get to the earlier one's best sooner than a cold one?
 
-    .venv/bin/python benchmarks/warm_start.py [--train 2000] [--trials 8] [--out FILE]
+    .venv/bin/python benchmarks/warm_start.py [--train 2000] [--trials 8] [--seeds 0 1] [--out FILE]
 
 The work of `sweep_vs_trainer.py` (first N CoNLL-2003 sentences, bundled MiniLM, batch 16, TPE +
 ASHA, one trial at a time on 2 CPUs), three sweeps in one process:
-- first: TPE seed 0, nothing to start from;
-- warm: TPE seed 1, `search.warm_start: auto` in the first sweep's storage folder (so it starts from
+- first: TPE seed A (`--seeds A B`, default 0 1), nothing to start from;
+- warm: TPE seed B, `search.warm_start: auto` in the first sweep's storage folder (so it starts from
   the first sweep's trials);
-- cold: TPE seed 1, `warm_start: off`, in a folder of its own.
+- cold: TPE seed B, `warm_start: off`, in a folder of its own.
 For each, the trial-epochs (evaluations, in the order they came) it spent until its validation F1
 first reached the first sweep's best, and its own best. The issue's target: the warm sweep needs at
 most half the trial-epochs that the first needed to reach its best.
@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], metavar=("FIRST", "SECOND"),
+                        help="TPE seeds of the first sweep and of the warm and cold second sweeps")
     parser.add_argument("--out", metavar="FILE")
     args = parser.parse_args()
     if not work.CONLL.exists():
@@ -78,14 +80,15 @@ def main() -> None:
             raw["search"] |= {"seed": seed, "warm_start": warm_start}
             return raw
 
-        sweeps = {"first": run(spec("shared", 0, "off")),
-                  "warm": run(spec("shared", 1, "auto")),
-                  "cold": run(spec("alone", 1, "off"))}
+        first, second = args.seeds
+        sweeps = {"first": run(spec("shared", first, "off")),
+                  "warm": run(spec("shared", second, "auto")),
+                  "cold": run(spec("alone", second, "off"))}
     target = sweeps["first"]["best"]
     for result in sweeps.values():
         result["trial_epochs_to_first_best"] = epochs_to_reach(result["evaluations"], target)
-    report = {"benchmark": "warm_start", "work": {k: getattr(args, k) for k in
-                                                  ("train", "validation", "test", "trials", "epochs", "cpus", "precision")},
+    work_done = ("train", "validation", "test", "trials", "epochs", "cpus", "precision", "seeds")
+    report = {"benchmark": "warm_start", "work": {k: getattr(args, k) for k in work_done},
               "cpu": machine(), "first_best": target, **sweeps}
     print("| sweep | starts from | best validation F1 | its test F1 | trial-epochs to the first's best | trial-epochs | wall |")
     print("|---|---|---|---|---|---|---|")
