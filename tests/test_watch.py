@@ -81,77 +81,28 @@ def _output(process: subprocess.Popen, out: Path, err: Path) -> str:
     return f"rc {process.returncode}\n--- stdout\n{out.read_text()[-3000:]}\n--- stderr\n{err.read_text()[-3000:]}"
 
 
-# ---- tunefleet show -------------------------------------------------------------------------------
+def _stop(process: subprocess.Popen, group: bool = False) -> None:
+    """Kill a sweep a failed assertion left running (with its process group: the Ray it started)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL) if group else process.kill()
+        process.wait(timeout=30)
+
+
+# ---- tunefleet show, Ctrl-C and --resume -------------------------------------------------------------
 
 @pytest.mark.slow
-def test_show_tells_a_running_sweep_from_a_finished_one(tiny_model, tmp_path, ray_cluster):
-    """`tunefleet show SPEC` from another process: a running sweep's trial counts and its running
-    trial's epoch, then the finished sweep as summary.json has it; an unknown name exits 2."""
-    path, sweep_dir = _write_spec(tmp_path, tiny_model, "shown", resources=_joined(ray_cluster), **WATCHED)
-    out, err = tmp_path / "sweep.out", tmp_path / "sweep.err"
-    with open(out, "w") as stdout, open(err, "w") as stderr:
-        sweep = subprocess.Popen([*CLI, "sweep", str(path)], stdout=stdout, stderr=stderr, cwd=tmp_path)
-    try:
-        # Running: `tunefleet show SPEC` (another process, as from another shell) until it sees a trial
-        # that has reported an epoch. It is asked once status.json has one with epochs to go: each
-        # `show SPEC` costs seconds of CPU (it imports torch through search.sweep) that the sweep shares.
-        running = None
-        deadline = time.time() + 180
-        while time.time() < deadline and sweep.poll() is None:
-            if any(1 <= t.get("epoch", 0) < 3 for _, t in _running(_status(sweep_dir))):
-                shown = _show(str(path), cwd=tmp_path)
-                state = _last_json(shown.stdout) if shown.returncode == 0 else {}
-                if state.get("state") == "running" and any((t["epoch"] or 0) >= 1 for t in state["running"]):
-                    running = state
-                    break
-            time.sleep(0.3)
-        assert running is not None, f"never saw the sweep running with a reported epoch\n{_output(sweep, out, err)}"
-        assert running["sweep"] == sweep_dir.name and running["folder"] == str(sweep_dir)
-        assert running["total"] == 3
-        counts = running["counts"]
-        # One trial at a time: one running, the others done (none can fail or be stopped here) or not started.
-        assert counts["running"] == 1 and counts["failed"] == counts["stopped_early"] == counts["interrupted"] == 0
-        assert 0 <= counts["completed"] <= 2
-        (trial,) = running["running"]
-        assert 1 <= trial["epoch"] <= 3 and 5.0e-4 <= trial["config"]["train.lr"] <= 2.0e-3
-        # The epoch shown is one the trial has reported: its log (written before the report) has it.
-        assert trial["epoch"] in _epoch_lines(sweep_dir / "logs" / f"{trial['trial_id']}.log")
-        assert "next" not in running  # nothing to resume while it runs
-        assert sweep.wait(timeout=240) == 0, _output(sweep, out, err)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait(timeout=30)
+def test_show_a_running_sweep_then_ctrl_c_and_resume(tiny_model, tmp_path, ray_cluster):
+    """One sweep watched from another shell, interrupted and resumed, as a user would:
 
-    summary = _last_json(out.read_text())
-    shown = _show(str(path), cwd=tmp_path)
-    assert shown.returncode == 0, shown.stderr
-    finished = _last_json(shown.stdout)
-    assert finished["state"] == "finished"
-    assert finished["trials"] == summary["trials"] == {"total": 3, "completed": 3, "stopped_early": 0, "failed": 0}
-    assert finished["best"]["trial_id"] == summary["best"]["trial_id"]
-    assert finished["stopped_or_failed"] == []
-    assert finished["files"]["report.html"] == str(sweep_dir / "report.html") and (sweep_dir / "report.html").is_file()
-    assert finished["files"]["logs"] == str(sweep_dir / "logs")
-    # The folder and its name under --storage name the same sweep.
-    assert _last_json(_show(str(sweep_dir), cwd=tmp_path).stdout)["best"] == finished["best"]
-    by_name = _show(sweep_dir.name, "--storage", str(tmp_path / "runs"), cwd=tmp_path)
-    assert _last_json(by_name.stdout)["trials"] == summary["trials"]
-
-    unknown = _show("no-such-sweep", "--storage", str(tmp_path / "runs"), cwd=tmp_path)
-    assert unknown.returncode == 2
-    assert "no-such-sweep" in unknown.stderr and str((tmp_path / "runs").resolve()) in unknown.stderr
-    assert sweep_dir.name in unknown.stderr  # the sweeps that are there
-    assert "Traceback" not in unknown.stderr
-
-
-# ---- Ctrl-C -----------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_ctrl_c_ends_the_sweep_interrupted_and_resume_finishes_it(tiny_model, tmp_path, ray_cluster):
-    """SIGINT to the sweep's process group once a trial has ended and the next has reported an epoch:
-    the running trial is interrupted (not stopped early), the command exits 130 saying how to resume,
-    and `--resume` finishes the sweep, counting the trial that ended before the interruption."""
+    - `tunefleet show SPEC` while the first trial runs: the trial counts and the running trial's
+      epoch, one the trial has reported;
+    - SIGINT to the sweep's process group once a trial has ended and the next has reported an
+      epoch: the running trial is interrupted (not stopped early), the command exits 130 saying how
+      to resume, and `show` says so;
+    - `--resume` finishes the sweep, counting the trials that ended before the interruption, and
+      `show` (by spec, folder and name) gives the finished sweep as summary.json has it; an unknown
+      name exits 2 listing the sweeps there.
+    """
     path, sweep_dir = _write_spec(tmp_path, tiny_model, "ctrlc", **WATCHED)
     out, err = tmp_path / "sweep.out", tmp_path / "sweep.err"
     # Its own session (the test's process group is not the one the Ctrl-C goes to) and its own Ray.
@@ -160,13 +111,39 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_resume_finishes_it(tiny_model, tm
         sweep = subprocess.Popen([*CLI, "sweep", str(path)], stdout=stdout, stderr=stderr, cwd=tmp_path,
                                  env=own_ray, start_new_session=True)
     try:
+        # Running: `tunefleet show SPEC` (another process, as from another shell) while the first trial
+        # is between its first and its last epoch.
+        running = None
         deadline = time.time() + 240
-        caught = None
+        while time.time() < deadline and sweep.poll() is None and running is None:
+            status = _status(sweep_dir)
+            # Meant for the first trial; the second will do if `show` was too slow to catch the first.
+            if status and status["counts"]["completed"] <= 1 and any(1 <= t.get("epoch", 0) < 3
+                                                                     for _, t in _running(status)):
+                shown = _show(str(path), cwd=tmp_path)
+                state = _last_json(shown.stdout) if shown.returncode == 0 else {}
+                if state.get("state") == "running" and any((t["epoch"] or 0) >= 1 for t in state["running"]):
+                    running = state
+            time.sleep(0.2)
+        assert running is not None, f"never saw the sweep running with a reported epoch\n{_output(sweep, out, err)}"
+        assert running["sweep"] == sweep_dir.name and running["folder"] == str(sweep_dir)
+        assert running["total"] == 3
+        counts = running["counts"]
+        # One trial at a time: one running, at most one done (none can fail or be stopped here).
+        assert counts["running"] == 1 and counts["failed"] == counts["stopped_early"] == counts["interrupted"] == 0
+        assert 0 <= counts["completed"] <= 1
+        (trial,) = running["running"]
+        assert 1 <= trial["epoch"] <= 3 and 5.0e-4 <= trial["config"]["train.lr"] <= 2.0e-3
+        # The epoch shown is one the trial has reported: its log (written before the report) has it.
+        assert trial["epoch"] in _epoch_lines(sweep_dir / "logs" / f"{trial['trial_id']}.log")
+        assert "next" not in running  # nothing to resume while it runs
+
+        caught, done = None, 0
         while time.time() < deadline and sweep.poll() is None:
             status = _status(sweep_dir)
-            running = [(tid, t) for tid, t in _running(status) if 1 <= t.get("epoch", 0) < 3]
-            if status and status["counts"]["completed"] == 1 and running:
-                caught = running[0][0]
+            running_now = [(tid, t) for tid, t in _running(status) if 1 <= t.get("epoch", 0) < 3]
+            if status and status["counts"]["completed"] >= 1 and running_now:
+                caught, done = running_now[0][0], status["counts"]["completed"]
                 break
             time.sleep(0.2)
         assert caught is not None, f"never saw a trial end and the next one running\n{_output(sweep, out, err)}"
@@ -175,13 +152,11 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_resume_finishes_it(tiny_model, tm
         os.killpg(sweep.pid, signal.SIGINT)
         assert sweep.wait(timeout=120) == 130, _output(sweep, out, err)
     finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-            sweep.wait(timeout=30)
+        _stop(sweep, group=True)
 
     result = _last_json(out.read_text())
     assert result["interrupted"] is True
-    assert result["trials"] == {"completed": 1, "stopped_early": 0, "failed": 0, "running": 0, "interrupted": 1}
+    assert result["trials"] == {"completed": done, "stopped_early": 0, "failed": 0, "running": 0, "interrupted": 1}
     assert result["next"] == f"tunefleet sweep {path} --resume"
     stderr = err.read_text()
     assert f"continue with `tunefleet sweep {path} --resume`" in stderr
@@ -202,13 +177,32 @@ def test_ctrl_c_ends_the_sweep_interrupted_and_resume_finishes_it(tiny_model, tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = _last_json(resumed.stdout)
     assert summary["trials"] == {"total": 3, "completed": 3, "stopped_early": 0, "failed": 0}
-    # The resumed sweep's status counts the trial that ended before the Ctrl-C as well as the two it ran.
+    # The resumed sweep's status counts the trials that ended before the Ctrl-C as well as those it ran.
     status = _status(sweep_dir)
     assert status["counts"] == {"completed": 3, "stopped_early": 0, "failed": 0, "running": 0, "interrupted": 0}
     assert status["pid"] != sweep.pid
     # The interrupted trial went on from its checkpoint to its last epoch, in the same log.
     assert _epoch_lines(sweep_dir / "logs" / f"{caught}.log")[-1] == 3.0
-    assert _last_json(_show(str(path), cwd=tmp_path).stdout)["state"] == "finished"
+
+    # Finished: `show` by spec, by folder and by name under --storage, as summary.json has it.
+    shown = _show(str(path), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    finished = _last_json(shown.stdout)
+    assert finished["state"] == "finished"
+    assert finished["trials"] == summary["trials"]
+    assert finished["best"]["trial_id"] == summary["best"]["trial_id"]
+    assert finished["stopped_or_failed"] == []
+    assert finished["files"]["report.html"] == str(sweep_dir / "report.html") and (sweep_dir / "report.html").is_file()
+    assert finished["files"]["logs"] == str(sweep_dir / "logs")
+    assert _last_json(_show(str(sweep_dir), cwd=tmp_path).stdout)["best"] == finished["best"]
+    by_name = _show(sweep_dir.name, "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert _last_json(by_name.stdout)["trials"] == summary["trials"]
+
+    unknown = _show("no-such-sweep", "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "no-such-sweep" in unknown.stderr and str((tmp_path / "runs").resolve()) in unknown.stderr
+    assert sweep_dir.name in unknown.stderr  # the sweeps that are there
+    assert "Traceback" not in unknown.stderr
 
 
 # ---- the console off a terminal ---------------------------------------------------------------------
@@ -345,9 +339,7 @@ def test_ctrl_c_while_the_finalists_retrain_ends_the_sweep_and_resume_retrains_t
         sweep.send_signal(signal.SIGINT)
         assert sweep.wait(timeout=120) == 130, _output(sweep, out, err)
     finally:
-        if sweep.poll() is None:
-            sweep.kill()
-            sweep.wait(timeout=30)
+        _stop(sweep)
     result = _last_json(out.read_text())
     assert result["interrupted"] is True and result["stage"] == "final_seeds"
     assert result["trials"] == {"completed": 2, "stopped_early": 0, "failed": 0, "running": 0, "interrupted": 0}
