@@ -83,9 +83,13 @@ def _output(process: subprocess.Popen, out: Path, err: Path) -> str:
 
 def _stop(process: subprocess.Popen, group: bool = False) -> None:
     """Kill a sweep a failed assertion left running (with its process group: the Ray it started)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL) if group else process.kill()
-        process.wait(timeout=30)
+    if process.poll() is not None:
+        return
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
+    process.wait(timeout=30)
 
 
 # ---- tunefleet show, Ctrl-C and --resume -------------------------------------------------------------

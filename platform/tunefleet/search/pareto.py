@@ -86,4 +86,3 @@ def save_pareto_plot(trials: Sequence[Any], mode: str, objectives: Sequence[str]
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-

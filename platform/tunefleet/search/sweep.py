@@ -55,9 +55,9 @@ from .extend import ExtendError
 from .finalists import Finalist, choose, drop_other_checkpoints, retrain_finalists, seeds_for
 from .janitor import checkpoint_janitor
 from .logs import driver_log, sigint_restored
+from .naming import sweep_name
 from .plots import save_sweep_plots
 from .progress import SweepState, sweep_progress
-from .naming import sweep_name
 from .results import TrialRecord, collect_trials, error_line, pick_best, summarise
 from .space import first_point, seed_point, tune_space
 from .stoppers import sweep_stopper
@@ -295,12 +295,12 @@ def run_sweep(spec: Spec, resume: bool = False, restart: bool = False, callbacks
                 # --resume finds the search finished and trains the finalists again.
                 return _interrupted(spec, name, sweep_dir, state) | {"stage": "final_seeds"}
         warm_summary = _saved_warm_start(sweep_dir) if resume or extend else warm.summary()
-        return _conclude(spec, name, sweep_dir, run_dir, len(grid), trials, best, finals, prepared,
-                         time.perf_counter() - started, before, own_fingerprint, warm_summary, parent)
+        return _conclude(spec, name, sweep_dir, run_dir, len(grid), trials, best, finals, prepared, started, before,
+                         own_fingerprint, warm_summary, parent)
 
 
 def _conclude(spec: Spec, name: str, sweep_dir: Path, run_dir: Path, run_trials: int, trials: list[TrialRecord],
-              best: TrialRecord | None, finals: list[Finalist], prepared: Any, wall: float,
+              best: TrialRecord | None, finals: list[Finalist], prepared: Any, started: float,
               before: dict[str, Any] | None, own_fingerprint: str, warm_summary: dict[str, Any],
               parent: Any) -> dict[str, Any]:
     """A finished search, from its trials to what people and the registry get: plots, summary.json,
@@ -309,11 +309,13 @@ def _conclude(spec: Spec, name: str, sweep_dir: Path, run_dir: Path, run_trials:
     Args:
         run_dir: the Tune run this command ran (the sweep's own, or an extension's folder), with
             `run_trials` trials; `trials` are those of every run of the sweep.
-        wall: this command's seconds; an extended sweep adds the earlier runs' (`before`).
+        started: when this command started (`time.perf_counter()`); an extended sweep's wall time
+            adds the earlier runs' (`before`).
         warm_summary: what the sweep started from (`warm_start.json`).
     """
     metric, mode = f"val_{spec.train.metric}", spec.metric_mode()
     save_sweep_plots(trials, spec.search.space, metric, mode, sweep_dir)
+    wall = time.perf_counter() - started
     extending = run_dir != sweep_dir  # this command ran (or finished) an extension
     # An extended sweep's wall time is the sum of its runs'.
     summary = summarise(spec, name, sweep_dir, trials, best, prepared,

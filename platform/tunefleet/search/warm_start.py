@@ -123,7 +123,6 @@ def as_point(trial: dict[str, Any], spec: Spec, sweep: str, found: WarmStart) ->
                         curve=curve, sweep=sweep)
 
 
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
