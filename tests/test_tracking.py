@@ -69,6 +69,66 @@ def test_unreachable_server_is_one_line_and_exit_2_before_any_training(tmp_path,
     assert not (tmp_path / "runs").exists()  # nothing was trained
 
 
+class _SlowMlflow:
+    """A real HTTP server on loopback that answers MLflow's experiment search after `delay` seconds:
+    a server that took the connection but is busy."""
+
+    def __init__(self, delay: float) -> None:
+        import http.server
+        import time
+
+        outer = self
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.calls += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(delay)
+                body = b'{"experiments": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_server_is_waited_for_and_a_silent_one_named(monkeypatch):
+    """The reachability check gives up on a wrong address at once, but a server that took the
+    connection and answers after the short timeout is busy, not wrong: it gets the longer wait."""
+    import time
+
+    monkeypatch.setattr(tracking, "_READY_STORES", set())
+    slow = _SlowMlflow(delay=2.5)
+    try:
+        tracking.check_reachable(slow.uri, timeout=1, busy_timeout=10)  # answered at 2.5 s: no error
+        assert slow.calls == 2  # the 1 s call timed out, the 10 s one was answered
+    finally:
+        slow.close()
+    silent = _SlowMlflow(delay=30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingError, match=f"cannot use the MLflow tracking store {silent.uri} .it took the connection but did not answer within 2s"):
+            tracking.check_reachable(silent.uri, timeout=1, busy_timeout=2)
+        assert time.monotonic() - started < 10 and silent.calls == 2
+    finally:
+        silent.close()
+
+
 def test_child_end_states_orphans_artifacts_and_resume_are_idempotent(tmp_path):
     uri = _sqlite(tmp_path)
     spec = spec_from_dict({"name": "states", "task": "text-classification", "data": {"format": "synthetic"},

@@ -121,21 +121,43 @@ def client_for(uri: str) -> Any:
 _READY_STORES: set[str] = set()
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
+def check_reachable(uri: str, timeout: float = 5.0, busy_timeout: float = 60.0) -> None:
     """One cheap call with a short timeout and no retries, so a wrong URI fails in seconds, not minutes.
+
+    A server that took the connection but answered too slowly is not a wrong URI: a busy machine, or
+    a server building its database on first use, can take longer than `timeout`. It gets one more
+    call of `busy_timeout` seconds; a refused connection or an unknown host fails at once.
 
     Raises:
         TrackingError: one line naming the URI, the reason and the fix.
     """
-    overrides = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    try:
+        _probe(uri, timeout)
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
+        failure = exc
+    if "read timed out" in str(failure).lower():
+        log.info("tracking: %s took over %.0fs to answer; waiting up to %.0fs", uri, timeout, busy_timeout)
+        try:
+            _probe(uri, busy_timeout)
+            return
+        except Exception as exc:  # noqa: BLE001
+            failure = exc
+    if "read timed out" in str(failure).lower():
+        reason = f"it took the connection but did not answer within {busy_timeout:.0f}s"
+    else:
+        reason = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:300]
+    raise TrackingError(f"tracking: cannot use the MLflow tracking store {uri} ({reason}); start the server "
+                        "or fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
+
+
+def _probe(uri: str, timeout: float) -> None:
+    """`search_experiments` with no retries and `timeout` seconds (whole seconds, as MLflow reads it)."""
+    overrides = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout)))}
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     try:
         client_for(uri).search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise TrackingError(f"tracking: cannot use the MLflow tracking store {uri} ({reason}); start the server "
-                            "or fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
     finally:
         for key, value in saved.items():
             if value is None:
