@@ -11,6 +11,10 @@ ASHA, one trial at a time on 2 CPUs), three sweeps in one process:
 For each, the trial-epochs (evaluations, in the order they came) it spent until its validation F1
 first reached the first sweep's best, and its own best. The issue's target: the warm sweep needs at
 most half the trial-epochs that the first needed to reach its best.
+
+`--first-from FOLDER` takes the first sweep from a finished one (a folder the benchmark kept, or any
+sweep of the same work) instead of running it, and `--no-cold` skips the cold sweep: together they
+rerun only the warm sweep after a change to warm starting.
 """
 
 from __future__ import annotations
@@ -50,6 +54,23 @@ def run(spec_dict: dict[str, Any]) -> dict[str, Any]:
             "test_f1": summary["best"]["metrics"]["test"]["f1"] if summary["best"] else None}
 
 
+def earlier(folder: Path, storage: Path) -> dict[str, Any]:
+    """A finished first sweep (`--first-from`), put where the warm sweep finds it, and its figures:
+    its evaluations in the order they came (by the time of each report; one trial ran at a time)."""
+    import shutil
+
+    (storage / folder.name).mkdir(parents=True)
+    for name in ("summary.json", "trials.json"):
+        shutil.copy(folder / name, storage / folder.name / name)
+    summary = json.loads((folder / "summary.json").read_text())
+    reports = [h for t in json.loads((folder / "trials.json").read_text()) for h in t["history"]
+               if h.get("val_f1") is not None and not h.get("diverged")]
+    values = [h["val_f1"] for h in sorted(reports, key=lambda h: (h["timestamp"], h["training_iteration"]))]
+    return {"evaluations": values, "best": max(values), "trial_epochs": summary["trial_epochs"],
+            "wall_seconds": summary["wall_seconds"], "warm_start": summary["warm_start"],
+            "test_f1": summary["best"]["metrics"]["test"]["f1"], "from": str(folder)}
+
+
 def epochs_to_reach(values: list[float], target: float) -> int | None:
     """Trial-epochs spent until the first evaluation at or above `target` (that one included)."""
     return next((i + 1 for i, value in enumerate(values) if value >= target), None)
@@ -66,6 +87,10 @@ def main() -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], metavar=("FIRST", "SECOND"),
                         help="TPE seeds of the first sweep and of the warm and cold second sweeps")
+    parser.add_argument("--first-from", metavar="FOLDER",
+                        help="do not run the first sweep: take it from FOLDER, a finished sweep of the same work "
+                             "(its summary.json and trials.json), e.g. to rerun only the second sweeps after a change")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold second sweep")
     parser.add_argument("--out", metavar="FILE")
     args = parser.parse_args()
     if not work.CONLL.exists():
@@ -81,13 +106,17 @@ def main() -> None:
             return raw
 
         first, second = args.seeds
-        sweeps = {"first": run(spec("shared", first, "off")),
-                  "warm": run(spec("shared", second, "auto")),
-                  "cold": run(spec("alone", second, "off"))}
+        if args.first_from:
+            sweeps = {"first": earlier(Path(args.first_from), root / "shared")}
+        else:
+            sweeps = {"first": run(spec("shared", first, "off"))}
+        sweeps["warm"] = run(spec("shared", second, "auto"))
+        if not args.no_cold:
+            sweeps["cold"] = run(spec("alone", second, "off"))
     target = sweeps["first"]["best"]
     for result in sweeps.values():
         result["trial_epochs_to_first_best"] = epochs_to_reach(result["evaluations"], target)
-    work_done = ("train", "validation", "test", "trials", "epochs", "cpus", "precision", "seeds")
+    work_done = ("train", "validation", "test", "trials", "epochs", "cpus", "precision", "seeds", "first_from")
     report = {"benchmark": "warm_start", "work": {k: getattr(args, k) for k in work_done},
               "cpu": machine(), "first_best": target, **sweeps}
     print("| sweep | starts from | best validation F1 | its test F1 | trial-epochs to the first's best | trial-epochs | wall |")
