@@ -131,19 +131,17 @@ def check_reachable(uri: str, timeout: float = 5.0, busy_timeout: float = 60.0) 
     Raises:
         TrackingError: one line naming the URI, the reason and the fix.
     """
-    try:
-        _probe(uri, timeout)
-        return
-    except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
-        failure = exc
-    if "read timed out" in str(failure).lower():
-        log.info("tracking: %s took over %.0fs to answer; waiting up to %.0fs", uri, timeout, busy_timeout)
+    for wait in (timeout, busy_timeout):
         try:
-            _probe(uri, busy_timeout)
+            _probe(uri, wait)
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure here means the store is unusable
             failure = exc
-    if "read timed out" in str(failure).lower():
+        busy = "read timed out" in str(failure).lower()
+        if not busy:
+            break
+        log.info("tracking: %s took over %.0fs to answer", uri, wait)
+    if busy:
         reason = f"it took the connection but did not answer within {busy_timeout:.0f}s"
     else:
         reason = (str(failure).strip().splitlines() or [type(failure).__name__])[0][:300]
