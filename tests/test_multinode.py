@@ -53,27 +53,43 @@ spec = load_spec(spec_file)
 sweep_dir = Path(spec.resources.storage_path) / sweep_name(spec)
 
 
-def checkpointed(snapshot):
+def worker_rows(path):
+    # The JSON rows of a results file that the worker node reported.
     try:
-        return json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
-    except (OSError, ValueError):  # being rewritten
-        return False
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    except (OSError, ValueError):  # being written
+        return []
+    return [r for r in rows if r.get("node_id") == nodes["worker"]]
 
 
-def kill_the_worker_node_once_both_trials_have_a_checkpoint():
-    # Each trial's first evaluation is an improvement and publishes a checkpoint. It counts once
-    # Ray Train has recorded it (in the run's checkpoint manager snapshot, under the shared storage),
-    # not when its folder appears: once both trials have one, so has the trial on the worker node.
+def worker_trial_has_a_checkpoint():
+    # A trial's first evaluation is an improvement and publishes a checkpoint. It counts once Ray
+    # Train has recorded it (in the run's checkpoint manager snapshot, under the shared storage) and
+    # Tune has the result too (the trial's result.json): killed between the two, the trial resumes
+    # from epoch 1 but its history lacks that epoch's row, and the test could not see where it began.
+    recorded = False
+    for snapshot in sweep_dir.glob("train/*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, ValueError):  # being rewritten
+            continue
+        recorded |= bool(latest) and latest["metrics"].get("node_id") == nodes["worker"]
+    return recorded and any(worker_rows(r) for r in sweep_dir.glob("*/result.json"))
+
+
+def kill_the_worker_node_once_its_trial_has_a_checkpoint():
+    # Waiting for the worker node's own trial, not for both trials: the head's trial may start late,
+    # and the worker's could finish all its epochs meanwhile.
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        if sum(checkpointed(s) for s in sweep_dir.glob("train/*/checkpoint_manager_snapshot.json")) >= 2:
+        if worker_trial_has_a_checkpoint():
             cluster.remove_node(worker, allow_graceful=False)
             print(json.dumps({"killed": nodes["worker"]}), flush=True)
             return
         time.sleep(0.1)
 
 
-killer = threading.Thread(target=kill_the_worker_node_once_both_trials_have_a_checkpoint, daemon=True)
+killer = threading.Thread(target=kill_the_worker_node_once_its_trial_has_a_checkpoint, daemon=True)
 killer.start()
 try:
     summary = run_sweep(spec)
