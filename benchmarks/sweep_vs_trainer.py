@@ -1,6 +1,6 @@
 """tunefleet's sweep against Hugging Face `Trainer.hyperparameter_search`, on the same work, side by side.
 
-    .venv/bin/python benchmarks/sweep_vs_trainer.py [--train 2000 --validation 1000 --test 1000 --trials 8
+    .venv/bin/python benchmarks/sweep_vs_trainer.py [--train 2000 --validation 1000 --test 1000 --trials 8 --seed 0
         --precision auto --out FILE]
 
 The work: the first 2,000 CoNLL-2003 training sentences, the first 1,000 validation and the first 1,000
@@ -8,7 +8,7 @@ test sentences (../shared/data/conll2003), the bundled MiniLM with a fresh token
 max_length 128, batch 16, 8 trials over lr loguniform 1e-5..3e-4, weight_decay loguniform 1e-4..0.1,
 dropout uniform 0..0.3 and epochs in {1, 2, 3}, one trial at a time on 2 CPUs, best by entity F1.
 
-- tunefleet: `run_sweep` with Optuna TPE (search.seed 0, no seeded first point) and ASHA (grace
+- tunefleet: `run_sweep` with Optuna TPE (search.seed `--seed`, default 0; no seeded first point) and ASHA (grace
   period 1 epoch, reduction factor 2), 1 worker x `--cpus` CPUs, tracking off, `train.precision` from
   `--precision` (auto: bf16 where the CPU has AVX-512 bf16 or AMX, so `--precision fp32` measures the
   fp32 path on such a CPU). Early stopping off, so a trial ends at its epochs or when ASHA stops it.
@@ -16,7 +16,7 @@ dropout uniform 0..0.3 and epochs in {1, 2, 3}, one trial at a time on 2 CPUs, b
   AutoModelForTokenClassification with the trial's dropout on every dropout field MiniLM's config has
   (as tunefleet's `build_model` does), `hp_space` with optuna's `suggest_float(log=True)` /
   `suggest_categorical`, `backend="optuna"`, `direction="maximize"`, `compute_objective` = eval F1,
-  `sampler=TPESampler(seed=0)` and `pruner=SuccessiveHalvingPruner()` passed through to
+  `sampler=TPESampler(seed=--seed)` and `pruner=SuccessiveHalvingPruner()` passed through to
   `optuna.create_study`, `DataCollatorForTokenClassification`, `eval_strategy="epoch"` (so the pruner
   sees eval F1 once per epoch, at the global step), `save_strategy="no"`, torch threads = `--cpus`,
   Trainer defaults otherwise (fp32 unless `--trainer-bf16`). `--trainer-recipe matched` instead gives
@@ -102,7 +102,7 @@ def main() -> None:
         "benchmark": "sweep_vs_trainer",
         "work": {"train": args.train, "validation": args.validation, "test": args.test, "trials": args.trials,
                  "epochs_choice": args.epochs, "model": MODEL, "max_length": MAX_LENGTH, "batch_size": BATCH_SIZE,
-                 "cpus": args.cpus, "trainer_recipe": args.trainer_recipe},
+                 "cpus": args.cpus, "trainer_recipe": args.trainer_recipe, "seed": args.seed},
         "cpu": cpu_info(), "torch": version("torch"), "transformers": version("transformers"),
         "ray": version("ray"), "optuna": version("optuna"),
         **sides,
@@ -120,6 +120,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--validation", type=int, default=1000, help="first N validation sentences")
     parser.add_argument("--test", type=int, default=1000, help="first N test sentences")
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0, help="both sides' TPE seed (the issue's run: 0)")
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3], help="the epochs choice of the space")
     parser.add_argument("--cpus", type=int, default=2, help="tunefleet's cpus_per_worker; the Trainer's torch threads")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="tunefleet's train.precision")
@@ -171,7 +172,9 @@ def sweep_spec(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
                   "early_stopping_patience": None},
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
         "tracking": {"enabled": False},
-        "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials, "seed": 0,
+        "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials,
+                   # warm_start.py reuses this spec with seeds of its own.
+                   "seed": getattr(args, "seed", 0),
                    "seed_with_spec": False, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1,
                    "space": {"train.lr": {"loguniform": list(LR)},
                              "train.weight_decay": {"loguniform": list(WEIGHT_DECAY)},
@@ -184,7 +187,7 @@ def run_side(side: str, args: argparse.Namespace, files: dict[str, str], work: P
     """One side in a fresh process, with its own (empty) tokenization cache; its JSON, or its error."""
     result = work / f"{side}.json"
     command = [sys.executable, __file__, "--side", side, "--data-dir", str(Path(files["train"]).parent),
-               "--result", str(result), "--trials", str(args.trials), "--epochs", *map(str, args.epochs),
+               "--result", str(result), "--trials", str(args.trials), "--seed", str(args.seed), "--epochs", *map(str, args.epochs),
                "--cpus", str(args.cpus), "--precision", args.precision, "--trainer-recipe", args.trainer_recipe,
                *(["--trainer-bf16"] if args.trainer_bf16 else [])]
     env = os.environ | {"TUNEFLEET_CACHE": str(work / f"cache-{side}"), "HF_HUB_OFFLINE": "1",
@@ -332,10 +335,10 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
                           data_collator=collator, compute_metrics=entity_f1(validation), callbacks=[recorder])
         steps_per_epoch = math.ceil(len(train) / BATCH_SIZE)
         if args.trainer_recipe == "docs":
-            sampler, pruner = optuna.samplers.TPESampler(seed=0), optuna.pruners.SuccessiveHalvingPruner()
+            sampler, pruner = optuna.samplers.TPESampler(seed=args.seed), optuna.pruners.SuccessiveHalvingPruner()
         else:  # tunefleet's start-up trials (searchers.optuna_tpe) and ASHA's rungs, in optimizer steps
             startup = min(10, max(3, args.trials // 4))
-            sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=startup)
+            sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=startup)
             pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=steps_per_epoch, reduction_factor=2)
         best_run = trainer.hyperparameter_search(
             hp_space=hp_space, compute_objective=lambda metrics: metrics["eval_f1"], n_trials=args.trials,

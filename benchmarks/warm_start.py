@@ -91,6 +91,8 @@ def main() -> None:
                         help="do not run the first sweep: take it from FOLDER, a finished sweep of the same work "
                              "(its summary.json and trials.json), e.g. to rerun only the second sweeps after a change")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold second sweep")
+    parser.add_argument("--no-warm", action="store_true",
+                        help="skip the warm second sweep, e.g. to add the cold one to a pair run with --no-cold")
     parser.add_argument("--out", metavar="FILE")
     args = parser.parse_args()
     if not work.CONLL.exists():
@@ -110,7 +112,8 @@ def main() -> None:
             sweeps = {"first": earlier(Path(args.first_from), root / "shared")}
         else:
             sweeps = {"first": run(spec("shared", first, "off"))}
-        sweeps["warm"] = run(spec("shared", second, "auto"))
+        if not args.no_warm:
+            sweeps["warm"] = run(spec("shared", second, "auto"))
         if not args.no_cold:
             sweeps["cold"] = run(spec("alone", second, "off"))
     target = sweeps["first"]["best"]
