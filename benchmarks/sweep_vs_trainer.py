@@ -158,8 +158,8 @@ def write_first_sentences(args: argparse.Namespace, folder: Path) -> dict[str, s
     return files
 
 
-def sweep_spec(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
-    """The tunefleet spec of the work; the Trainer side reads its data through it too."""
+def sweep_spec(args: argparse.Namespace, storage: Path, seed: int) -> dict[str, Any]:
+    """The tunefleet spec of the work, with TPE seed `seed`; the Trainer side reads its data through it too."""
     data = Path(args.data_dir)
     return {
         "name": "sweep-vs-trainer",
@@ -172,9 +172,7 @@ def sweep_spec(args: argparse.Namespace, storage: Path) -> dict[str, Any]:
                   "early_stopping_patience": None},
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "storage_path": str(storage)},
         "tracking": {"enabled": False},
-        "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials,
-                   # warm_start.py reuses this spec with seeds of its own.
-                   "seed": getattr(args, "seed", 0),
+        "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials, "seed": seed,
                    "seed_with_spec": False, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1,
                    "space": {"train.lr": {"loguniform": list(LR)},
                              "train.weight_decay": {"loguniform": list(WEIGHT_DECAY)},
@@ -238,7 +236,7 @@ def run_tunefleet(args: argparse.Namespace) -> dict[str, Any]:
                 self.evaluations.append({"trial": trial.trial_id, "epoch": result["epoch"], "val_f1": result["val_f1"],
                                          "seconds": time.perf_counter() - self.started})
 
-    spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "sweeps"))
+    spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "sweeps", args.seed))
     clock = EpochClock()
     clock.started = time.perf_counter()
     summary = run_sweep(spec, callbacks=[clock])
@@ -270,7 +268,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()  # the fresh head's "newly initialized" warning, per trial
     transformers.logging.disable_progress_bar()
     task = get_task(TASK)
-    spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "unused"))
+    spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "unused", args.seed))
     path = resolve_model_path(MODEL)
 
     class BestSoFar(TrainerCallback):

@@ -103,8 +103,8 @@ def main() -> None:
         args.data_dir = str(Path(files["train"]).parent)
 
         def spec(storage: str, seed: int, warm_start: str) -> dict[str, Any]:
-            raw = work.sweep_spec(args, root / storage)
-            raw["search"] |= {"seed": seed, "warm_start": warm_start}
+            raw = work.sweep_spec(args, root / storage, seed)
+            raw["search"]["warm_start"] = warm_start
             return raw
 
         first, second = args.seeds
