@@ -26,6 +26,7 @@ import json, os, sys, threading, time
 from pathlib import Path
 
 import ray
+from ray import tune
 from ray.cluster_utils import Cluster
 
 from tunefleet.search.sweep import run_sweep, sweep_name
@@ -53,28 +54,34 @@ spec = load_spec(spec_file)
 sweep_dir = Path(spec.resources.storage_path) / sweep_name(spec)
 
 
-def worker_rows(path):
-    # The JSON rows of a results file that the worker node reported.
+def train_recorded_a_worker_checkpoint(snapshot):
+    # Whether the run's latest checkpoint (Ray Train's checkpoint manager snapshot) came from the worker node.
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-    except (OSError, ValueError):  # being written
-        return []
-    return [r for r in rows if r.get("node_id") == nodes["worker"]]
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):  # being rewritten
+        return False
+    return bool(latest) and latest["metrics"].get("node_id") == nodes["worker"]
+
+
+# Trials whose results from the worker node Tune has received, seen in the driver as they arrive.
+# A plain list, not an Event: Tune pickles its callbacks (tuner.pkl), and a lock does not pickle.
+tune_has_a_worker_result = []
+
+
+class WatchWorkerResults(tune.Callback):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("node_id") == nodes["worker"]:
+            tune_has_a_worker_result.append(trial.trial_id)
 
 
 def worker_trial_has_a_checkpoint():
     # A trial's first evaluation is an improvement and publishes a checkpoint. It counts once Ray
-    # Train has recorded it (in the run's checkpoint manager snapshot, under the shared storage) and
-    # Tune has the result too (the trial's result.json): killed between the two, the trial resumes
-    # from epoch 1 but its history lacks that epoch's row, and the test could not see where it began.
-    recorded = False
-    for snapshot in sweep_dir.glob("train/*/checkpoint_manager_snapshot.json"):
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, ValueError):  # being rewritten
-            continue
-        recorded |= bool(latest) and latest["metrics"].get("node_id") == nodes["worker"]
-    return recorded and any(worker_rows(r) for r in sweep_dir.glob("*/result.json"))
+    # Train has recorded it (in the run's snapshot, under the shared storage) and Tune has the result
+    # too: killed between the two, the trial resumes from epoch 1 but its history lacks that epoch's
+    # row, and the test could not see where it began. Tune's side is watched through a callback, not
+    # its result.json: that file is buffered, and may show nothing until the trial has ended.
+    return (any(train_recorded_a_worker_checkpoint(s) for s in sweep_dir.glob("train/*/checkpoint_manager_snapshot.json"))
+            and bool(tune_has_a_worker_result))
 
 
 def kill_the_worker_node_once_its_trial_has_a_checkpoint():
@@ -92,7 +99,7 @@ def kill_the_worker_node_once_its_trial_has_a_checkpoint():
 killer = threading.Thread(target=kill_the_worker_node_once_its_trial_has_a_checkpoint, daemon=True)
 killer.start()
 try:
-    summary = run_sweep(spec)
+    summary = run_sweep(spec, callbacks=[WatchWorkerResults()])
     print(json.dumps({"summary": summary}), flush=True)
 finally:
     ray.shutdown()
