@@ -225,13 +225,23 @@ def running_mlflow_server(backend_store_uri: str, folder: Path, timeout: float =
         [str(mlflow_bin), "server", "--backend-store-uri", backend_store_uri,
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=mlflow_server_env())
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_group(process)
         log.close()
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """The environment for a test's `mlflow server`: MLflow's job runner off, as in deploy/.
+
+    With it on (MLflow's default) every server also starts a job runner and seven huey consumers,
+    each importing MLflow (~3 CPU-seconds apiece) and then polling: about half a core for as long as
+    the server lives, which on 2 cores slowed every test running beside it. tunefleet runs no MLflow
+    jobs (they serve MLflow's GenAI features)."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def stop_process_group(process) -> None:

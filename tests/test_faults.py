@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port, stop_process_group, tiny_spec_dict, wait_for_http
+from conftest import free_port, mlflow_server_env, stop_process_group, tiny_spec_dict, wait_for_http
 from tunefleet import cli
 from tunefleet.tracking import runs as tracking
 from tunefleet.search.sweep import TrialRecord, pick_best, run_sweep, sweep_name
@@ -161,7 +161,7 @@ def _start_mlflow(folder: Path, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=mlflow_server_env())
     log.close()
     wait_for_http(f"http://127.0.0.1:{port}/health", server)
     return server
