@@ -109,6 +109,28 @@ def pytest_make_collect_report(collector):
     return report
 
 
+# Seconds each slow file took in a `--durations=0` run of the suite (two xdist processes, 2 cores,
+# 2026-12-02; see benchmarks/RESULTS.md). `--dist loadfile` hands files to the two processes in
+# collection order, one at a time as each becomes free: in alphabetical order the real-MiniLM test
+# and the PostgreSQL sweeps came last and ran for three minutes after everything else had finished.
+# Longest first, the last files to start are short ones, and the two processes end together.
+# A file missing here counts as short; the figures only order files, no test depends on them.
+FILE_SECONDS = {
+    "test_search.py": 266, "test_watch.py": 186, "test_multinode.py": 167, "test_real_model.py": 150,
+    "test_train_loop.py": 138, "test_faults.py": 133, "test_tasks.py": 123, "test_postgres.py": 119,
+    "test_serve.py": 116, "test_extend.py": 109, "test_registry.py": 106, "test_families.py": 71,
+    "test_tracking.py": 66, "test_searchers.py": 64, "test_oom.py": 56, "test_warm_start.py": 41,
+    "test_gpu_plan.py": 36, "test_peft.py": 28, "test_report.py": 26, "test_progress.py": 26, "test_cli.py": 24,
+    "test_pareto.py": 23, "test_bad_input.py": 13,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the longest files first (see FILE_SECONDS); within a file, tests keep their order."""
+    position = {item: index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0), position[item]))
+
+
 def lexicon_ner_checkpoint(folder: Path, labels: list[str], lexicon: dict[str, str], max_length: int = 128) -> str:
     """A tunefleet NER checkpoint that tags by lookup, so its answers can be worked out by hand.
 
