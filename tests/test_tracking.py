@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,25 @@ def test_run_logger_batches_and_never_raises(tmp_path, monkeypatch):
     dead = tracking.RunLogger(f"http://127.0.0.1:{free_port()}", "0" * 32, retries=2, backoff=0.01)
     dead.log_metrics({"train_loss": 1.0}, 1)
     released.set()
+    deadline = time.monotonic() + 60
+    while dead.dropped == 0 and time.monotonic() < deadline:  # not closing: every attempt is made
+        time.sleep(0.01)
     dead.close(timeout=120)
     assert sends == [{"caller's thread": False, "released": True}] * 2  # two attempts, then dropped
     assert dead.dropped == 1
+
+    # Closing, a failed send is not retried, and what is queued behind it is dropped with it: a
+    # trial whose server is gone ends at once. A retry here would wait 60 s, then be held again
+    # until close() gave up at 120 s, with two sends made.
+    sends.clear()
+    released.clear()
+    closing = tracking.RunLogger(f"http://127.0.0.1:{free_port()}", "0" * 32, retries=5, backoff=60)
+    closing.log_metrics({"train_loss": 1.0}, 1)
+    closing.log_metrics({"train_loss": 0.5}, 2)
+    threading.Timer(0.5, released.set).start()  # the send fails only once close() is waiting on it
+    closing.close(timeout=120)
+    assert sends == [{"caller's thread": False, "released": True}]
+    assert closing.dropped == 2
 
 
 def test_unreachable_server_is_one_line_and_exit_2_before_any_training(tmp_path, tiny_model, capsys):

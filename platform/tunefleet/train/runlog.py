@@ -3,7 +3,9 @@
 The training loop calls `log_metrics` (a list append) and goes on; a daemon thread sends whatever has
 piled up with one `MlflowClient.log_batch` call, so a slow or briefly unreachable tracking server
 costs the loop nothing. Failed batches are retried with backoff and finally dropped with one
-warning: losing a few metric points is better than losing a training run. The run is named by an
+warning: losing a few metric points is better than losing a training run. Once the run is closing, a
+failed batch is not retried: it and what is queued behind it are dropped at once, so a trial whose
+tracking server has gone away ends without waiting out its retries. The run is named by an
 explicit `run_id`, never through `mlflow.start_run`'s thread-local active run, which does not exist
 in a Ray worker anyway.
 
@@ -106,10 +108,18 @@ class RunLogger:
                 self._client.log_batch(self.run_id, metrics=metrics, synchronous=True)
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then dropped: never raised into training
-                if attempt == self.retries:
+                if attempt == self.retries or self._closing:
+                    # Closing, one failed attempt is enough: it already contains MLflow's own retries
+                    # (about 15 s, `cluster.mlflow_client_env`), and the trial's process is wanted by
+                    # the next trial. Retrying here made every trial wait out close()'s whole timeout
+                    # (30 s) while a tracking server was down.
+                    with self._wake:
+                        if self._closing:
+                            batch, self._pending = batch + self._pending, []
                     self.dropped += len(batch)
-                    log.warning("mlflow: run %s: dropped %d metric values after %d attempts: %s",
-                                self.run_id, len(batch), attempt, str(exc).splitlines()[0][:200])
+                    log.warning("mlflow: run %s: dropped %d metric values after %d attempt(s)%s: %s",
+                                self.run_id, len(batch), attempt, " (closing)" if self._closing else "",
+                                str(exc).splitlines()[0][:200])
                     return
                 time.sleep(delay)
                 delay *= 2
