@@ -261,7 +261,9 @@ class Chromium:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         os.close(to_browser_r)
         os.close(from_browser_w)
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        # The first reply waits for the browser to start: on 2 cores shared with the rest of the suite
+        # that took over 30 s once (fresh-clone CI, 2026-12-02), though a few seconds is usual.
+        target = self.send("Target.createTarget", {"url": "about:blank"}, timeout=180)["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Page.enable")
         self.send("Emulation.setDeviceMetricsOverride",
