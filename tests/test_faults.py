@@ -18,7 +18,6 @@ test_unreachable_server_is_one_line_and_exit_2_before_any_training`.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
