@@ -237,33 +237,40 @@ def mlflow_server(tmp_path_factory):
 def running_mlflow_server(backend_store_uri: str, folder: Path, timeout: float = 180.0) -> Iterator[str]:
     """`mlflow server` on `backend_store_uri` (artifacts proxied into `folder`), on a free loopback
     port, for the body; its URI. Its log is `folder/server.log`."""
-    import subprocess
-    import sys
-
     port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = open(folder / "server.log", "w")
-    process = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", backend_store_uri,
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=mlflow_server_env())
+    process = start_mlflow_server(backend_store_uri, folder, port, timeout)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process_group(process)
-        log.close()
 
 
-def mlflow_server_env() -> dict[str, str]:
-    """The environment for a test's `mlflow server`: MLflow's job runner off, as in deploy/.
+def start_mlflow_server(backend_store_uri: str, folder: Path, port: int, timeout: float = 180.0):
+    """Start `mlflow server` on `backend_store_uri` and loopback `port` (artifacts proxied into
+    `folder`, its output appended to `folder/server.log`) and wait until it answers; the process, to
+    end with `stop_process_group`. Starting it again on the same folder and port restarts the server.
 
-    With it on (MLflow's default) every server also starts a job runner and seven huey consumers,
-    each importing MLflow (~3 CPU-seconds apiece) and then polling: about half a core for as long as
-    the server lives, which on 2 cores slowed every test running beside it. tunefleet runs no MLflow
-    jobs (they serve MLflow's GenAI features)."""
-    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    MLflow's job runner is off, as in deploy/: with it on (MLflow's default) every server also starts
+    a job runner and seven huey consumers, each importing MLflow (~3 CPU-seconds apiece) and then
+    polling, about half a core for as long as the server lives, which on 2 cores slowed every test
+    running beside it. tunefleet runs no MLflow jobs (they serve MLflow's GenAI features)."""
+    import subprocess
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.log", "a") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend_store_uri,
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout)
+    except BaseException:
+        stop_process_group(process)
+        raise
+    return process
 
 
 def stop_process_group(process) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import free_port, mlflow_server_env, stop_process_group, tiny_spec_dict, wait_for_http
+from conftest import free_port, start_mlflow_server, stop_process_group, tiny_spec_dict
 from tunefleet import cli
 from tunefleet.tracking import runs as tracking
 from tunefleet.search.sweep import TrialRecord, pick_best, run_sweep, sweep_name
@@ -154,23 +154,11 @@ def test_a_crash_while_writing_a_checkpoint_leaves_nothing_usable(tiny_model, tm
 
 # ---- the MLflow server going away mid-sweep -------------------------------------------------------
 
-def _start_mlflow(folder: Path, port: int) -> subprocess.Popen:
-    folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / "server.log", "a")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=mlflow_server_env())
-    log.close()
-    wait_for_http(f"http://127.0.0.1:{port}/health", server)
-    return server
-
-
 @pytest.mark.slow
 def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tmp_path, ray_cluster, capsys):
     folder, port = tmp_path / "mlflow", free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _start_mlflow(folder, port)
+    server = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder, port)
     try:
         # The server goes down as soon as the first trial has its MLflow run: that trial then trains
         # and reports with the server gone, and the second can only start once the first has ended.
@@ -220,7 +208,7 @@ def test_the_tracking_server_going_away_mid_sweep_costs_no_result(tiny_model, tm
         assert errors == [f"tunefleet: error: {summary['mlflow']['error']}"]
 
         # The server comes back: --resume trains nothing again, logs the end states and registers.
-        server = _start_mlflow(folder, port)
+        server = start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", folder, port)
         resumed = run_sweep(load_spec(path), resume=True)
         assert resumed["trial_epochs"] == summary["trial_epochs"] and resumed["best"]["trial_id"] == summary["best"]["trial_id"]
         assert resumed["registered"]["version"] == 1 and resumed["registered"]["aliases"] == ["champion"]
