@@ -102,7 +102,8 @@ def main() -> None:
         "benchmark": "sweep_vs_trainer",
         "work": {"train": args.train, "validation": args.validation, "test": args.test, "trials": args.trials,
                  "epochs_choice": args.epochs, "model": MODEL, "max_length": MAX_LENGTH, "batch_size": BATCH_SIZE,
-                 "cpus": args.cpus, "trainer_recipe": args.trainer_recipe, "seed": args.seed},
+                 "cpus": args.cpus, "trainer_recipe": args.trainer_recipe, "seed": args.seed,
+                 "start_up_design": args.start_up_design},
         "cpu": cpu_info(), "torch": version("torch"), "transformers": version("transformers"),
         "ray": version("ray"), "optuna": version("optuna"),
         **sides,
@@ -128,6 +129,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trainer-recipe", choices=("docs", "matched"), default="docs",
                         help="docs: TPESampler(seed=0), SuccessiveHalvingPruner(); matched: tunefleet's TPE "
                              "start-up trials and ASHA's rungs (min_resource one epoch, reduction factor 2)")
+    parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
+                        help="tunefleet's search.start_up_design (random: how its TPE started before session 13)")
     parser.add_argument("--only", choices=SIDES, nargs="+", help="run only these sides")
     parser.add_argument("--out", metavar="FILE", help="write the JSON line here too")
     # Internal: how the parent starts one side in a process of its own.
@@ -174,6 +177,7 @@ def sweep_spec(args: argparse.Namespace, storage: Path, seed: int) -> dict[str, 
         "tracking": {"enabled": False},
         "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials, "seed": seed,
                    "seed_with_spec": False, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1,
+                   "start_up_design": args.start_up_design,
                    "space": {"train.lr": {"loguniform": list(LR)},
                              "train.weight_decay": {"loguniform": list(WEIGHT_DECAY)},
                              "train.dropout": {"uniform": list(DROPOUT)},
@@ -187,6 +191,7 @@ def run_side(side: str, args: argparse.Namespace, files: dict[str, str], work: P
     command = [sys.executable, __file__, "--side", side, "--data-dir", str(Path(files["train"]).parent),
                "--result", str(result), "--trials", str(args.trials), "--seed", str(args.seed), "--epochs", *map(str, args.epochs),
                "--cpus", str(args.cpus), "--precision", args.precision, "--trainer-recipe", args.trainer_recipe,
+               "--start-up-design", args.start_up_design,
                *(["--trainer-bf16"] if args.trainer_bf16 else [])]
     env = os.environ | {"TUNEFLEET_CACHE": str(work / f"cache-{side}"), "HF_HUB_OFFLINE": "1",
                         "TOKENIZERS_PARALLELISM": "false"}

@@ -92,7 +92,9 @@ def test_first_trial_can_take_the_champions_hyperparameters(tiny_model, tmp_path
 
     champion = {"train.lr": 2.0e-3, "train.dropout": 0.25, "train.epochs": 3}
     assert first_point(spec) == champion
-    assert build_search_alg(spec)._points_to_evaluate == [champion]  # what Optuna tries first
+    # What Optuna tries first: the champion's values, then two Latin-hypercube points (3 start-up trials).
+    tried_first = build_search_alg(spec)._points_to_evaluate
+    assert tried_first[0] == champion and len(tried_first) == 3
     narrower = make_spec(tiny_model, tmp_path, tracking={"enabled": True, "uri": uri},
                          search={"space": {**SPACE, "train.lr": {"loguniform": [1.0e-4, 1.0e-3]}}, "seed_with_champion": True})
     assert first_point(narrower) == seed_point(narrower)  # the champion's lr lies outside: the spec's values
@@ -102,6 +104,50 @@ def test_tpe_samples_at_random_for_a_quarter_of_the_budget(tiny_model, tmp_path)
     for trials, startup in ((8, 3), (16, 4), (40, 10), (100, 10)):
         spec = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": trials})
         assert build_search_alg(spec)._sampler._n_startup_trials == startup
+
+
+def test_the_start_up_design_puts_one_point_in_each_slice_of_every_dimension():
+    import math
+
+    from tunefleet.search.space import start_up_design
+
+    space = {"train.lr": {"loguniform": [1.0e-5, 1.0e-2]}, "train.dropout": {"uniform": [0.0, 0.3]},
+             "train.epochs": {"choice": [1, 2, 3]}, "train.batch_size": {"int": [1, 6]}}
+    for seed in range(20):
+        points = start_up_design(space, 3, seed)
+        assert len(points) == 3 and all(set(point) == set(space) for point in points)
+        # Thirds of each range: decades of the learning rate (1e-5, 1e-4, 1e-3, 1e-2), tenths of dropout.
+        assert sorted(math.floor(math.log10(p["train.lr"])) for p in points) == [-5, -4, -3]
+        assert sorted(math.floor(p["train.dropout"] / 0.1) for p in points) == [0, 1, 2]
+        assert sorted(p["train.epochs"] for p in points) == [1, 2, 3]
+        assert sorted((p["train.batch_size"] + 1) // 2 for p in points) == [1, 2, 3]  # {1,2}, {3,4}, {5,6}
+    assert start_up_design(space, 3, 0) == start_up_design(space, 3, 0)  # seeded
+    assert start_up_design(space, 3, 0) != start_up_design(space, 3, 1)
+    assert start_up_design(space, 0, 0) == []
+    assert start_up_design({**space, "train.epochs": {"grid": [1, 2]}}, 3, 0) == []  # a grid tries every value anyway
+
+
+def test_tpe_starts_with_a_latin_hypercube_for_the_start_up_trials_left(tiny_model, tmp_path):
+    """8 trials: 3 start-up trials, of which a seeded first point or earlier sweeps' trials take their
+    share; `start_up_design: random` adds none (TPE draws them itself)."""
+    import math
+
+    from tunefleet.search.warm_start import EarlierTrial
+
+    spec = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": 8})
+    points = build_search_alg(spec)._points_to_evaluate
+    assert points[0] == seed_point(spec) and len(points) == 3
+    low, high = SPACE["train.lr"]["loguniform"]
+    halves = {math.floor(2 * math.log(p["train.lr"] / low) / math.log(high / low)) for p in points[1:]}
+    assert halves == {0, 1}  # one learning rate in each half of the log range
+    unseeded = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": 8, "seed_with_spec": False})
+    assert len(build_search_alg(unseeded)._points_to_evaluate) == 3
+    random = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": 8, "start_up_design": "random"})
+    assert build_search_alg(random)._points_to_evaluate == [seed_point(spec)]
+    earlier = EarlierTrial(params={"train.lr": 1e-3, "train.dropout": 0.1, "train.epochs": 3}, value=0.5,
+                           pruned=False, curve=[0.5], sweep="earlier")
+    assert len(build_search_alg(unseeded, earlier=[earlier] * 2)._points_to_evaluate) == 1
+    assert not build_search_alg(unseeded, earlier=[earlier] * 3)._points_to_evaluate
 
 
 def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):

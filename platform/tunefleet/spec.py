@@ -213,6 +213,10 @@ class SearchConfig(_Frozen):
     # the same storage folder of the same task, model, data and metric; off; or the names of earlier
     # sweeps (their folders), used whatever they searched.
     warm_start: Literal["auto", "off"] | list[str] = "auto"
+    # How TPE's start-up trials (a quarter of num_trials, 3 to 10, less any seeded first point and
+    # warm-start trials) are drawn: latin_hypercube spreads them over every dimension of the space
+    # (search/space.py `start_up_design`); random draws each independently (Optuna's own way).
+    start_up_design: Literal["latin_hypercube", "random"] = "latin_hypercube"
     # Where a trial trains. in_trial: in the Tune trial's own process, which the next trial reuses
     # (no Train controller, worker group or fresh imports per trial: about 20 s less per trial on
     # 2 cores, benchmarks/RESULTS.md); only for one worker. ray_train: a Ray Train run per trial, as

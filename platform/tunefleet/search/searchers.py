@@ -17,6 +17,7 @@ import warnings
 from typing import Any, Protocol, Sequence
 
 from ..spec import Spec
+from .space import start_up_design
 from .warm_start import EarlierTrial
 
 
@@ -46,6 +47,10 @@ def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
     # leave a 16-trial sweep mostly random. A quarter of the budget (3 to 10) lets TPE steer.
     # Earlier trials count towards them: a warm-started sweep models from its first trial.
     startup = min(10, max(3, spec.search.num_trials // 4))
+    # The start-up trials not taken by a seeded point or earlier sweeps' trials come from a Latin
+    # hypercube (`search.start_up_design`), tried first, so that they cover the space.
+    if spec.search.start_up_design == "latin_hypercube":
+        points = points + start_up_design(spec.search.space, startup - len(points) - len(earlier), spec.search.seed)
     options: dict[str, Any] = {}
     if earlier:
         # TPE models its "good" trials against the rest. Optuna's default good group is the best
