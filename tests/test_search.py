@@ -148,6 +148,9 @@ def test_tpe_starts_with_a_latin_hypercube_for_the_start_up_trials_left(tiny_mod
                            pruned=False, curve=[0.5], sweep="earlier")
     assert len(build_search_alg(unseeded, earlier=[earlier] * 2)._points_to_evaluate) == 1
     assert not build_search_alg(unseeded, earlier=[earlier] * 3)._points_to_evaluate
+    # Never more points than the sweep runs: one left over would wait in the study for an extension.
+    two = make_spec(tiny_model, tmp_path, search={"space": SPACE, "num_trials": 2})
+    assert len(build_search_alg(two)._points_to_evaluate) == 2
 
 
 def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
@@ -298,9 +301,10 @@ def weights_digest(checkpoint: str) -> str:
 
 @pytest.mark.slow
 def test_trials_are_proposed_by_the_configured_seeded_sampler(tiny_model, tmp_path, ray_cluster, monkeypatch):
-    """An Optuna sweep's trials are what a TPE sampler seeded with `search.seed` proposes: the study
-    that ran them uses TPE, and a fresh searcher built from the same spec proposes the same points in
-    the same order, while one seeded differently does not."""
+    """An Optuna sweep's trials are what its searcher seeded with `search.seed` proposes (here its two
+    Latin-hypercube start-up points, none left waiting): the study that ran them uses TPE, and a fresh
+    searcher built from the same spec proposes the same points in the same order, while one seeded
+    differently does not."""
     from optuna.samplers import TPESampler
     from optuna.trial import TrialState
     from ray.tune.search.optuna import OptunaSearch

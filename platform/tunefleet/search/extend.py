@@ -126,8 +126,9 @@ def start_extension(spec: Spec, sweep_dir: Path, summary: dict[str, Any], more: 
     build = plugins.load("search algorithm", spec.search.algorithm)
     space: dict[str, Any] | None = tune_space(spec)
     known: int | None = 0
-    # No first point: the sweep evaluated it already.
+    # No first point and no start-up design: the sweep tried both already.
     if plugins.takes_earlier_trials(spec.search.algorithm):
+        spec = spec.model_copy(update={"search": spec.search.model_copy(update={"start_up_design": "random"})})
         search_alg = build(spec, [], max_concurrent)
         try:
             search_alg.restore_from_dir(str(runs[-1]))  # the latest searcher-state-*.pkl of the last run

@@ -48,9 +48,11 @@ def optuna_tpe(spec: Spec, points: list[dict[str, Any]], max_concurrent: int,
     # Earlier trials count towards them: a warm-started sweep models from its first trial.
     startup = min(10, max(3, spec.search.num_trials // 4))
     # The start-up trials not taken by a seeded point or earlier sweeps' trials come from a Latin
-    # hypercube (`search.start_up_design`), tried first, so that they cover the space.
+    # hypercube (`search.start_up_design`), tried first, so that they cover the space. No more than
+    # the sweep runs: a point left over would wait in the study, and an extension would start there.
     if spec.search.start_up_design == "latin_hypercube":
-        points = points + start_up_design(spec.search.space, startup - len(points) - len(earlier), spec.search.seed)
+        design = min(startup, spec.search.num_trials) - len(points) - len(earlier)
+        points = points + start_up_design(spec.search.space, design, spec.search.seed)
     options: dict[str, Any] = {}
     if earlier:
         # TPE models its "good" trials against the rest. Optuna's default good group is the best
