@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the cold second sweep")
     parser.add_argument("--no-warm", action="store_true",
                         help="skip the warm second sweep, e.g. to add the cold one to a pair run with --no-cold")
+    parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
+                        help="search.start_up_design of every sweep (random: the cold start before session 13)")
     parser.add_argument("--out", metavar="FILE")
     args = parser.parse_args()
     if not work.CONLL.exists():
