@@ -115,22 +115,28 @@ def main() -> None:
     print(line)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_work_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that `write_first_sentences` and `sweep_spec` read: the data, the space and the
+    sweep's settings. benchmarks/warm_start.py runs the same work and takes them through this too."""
     parser.add_argument("--train", type=int, default=2000, help="first N training sentences")
     parser.add_argument("--validation", type=int, default=1000, help="first N validation sentences")
     parser.add_argument("--test", type=int, default=1000, help="first N test sentences")
     parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0, help="both sides' TPE seed (the issue's run: 0)")
     parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3], help="the epochs choice of the space")
     parser.add_argument("--cpus", type=int, default=2, help="tunefleet's cpus_per_worker; the Trainer's torch threads")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="tunefleet's train.precision")
+    parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
+                        help="tunefleet's search.start_up_design (random: how its TPE started before session 13)")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_work_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="both sides' TPE seed (the issue's run: 0)")
     parser.add_argument("--trainer-bf16", action="store_true", help="TrainingArguments(bf16=True); fp32 otherwise")
     parser.add_argument("--trainer-recipe", choices=("docs", "matched"), default="docs",
                         help="docs: TPESampler(seed=0), SuccessiveHalvingPruner(); matched: tunefleet's TPE "
                              "start-up trials and ASHA's rungs (min_resource one epoch, reduction factor 2)")
-    parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
-                        help="tunefleet's search.start_up_design (random: how its TPE started before session 13)")
     parser.add_argument("--only", choices=SIDES, nargs="+", help="run only these sides")
     parser.add_argument("--out", metavar="FILE", help="write the JSON line here too")
     # Internal: how the parent starts one side in a process of its own.

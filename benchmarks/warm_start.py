@@ -78,13 +78,7 @@ def epochs_to_reach(values: list[float], target: float) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=2000)
-    parser.add_argument("--validation", type=int, default=1000)
-    parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    work.add_work_arguments(parser)  # the data, space and sweep settings, as sweep_vs_trainer.py takes them
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], metavar=("FIRST", "SECOND"),
                         help="TPE seeds of the first sweep and of the warm and cold second sweeps")
     parser.add_argument("--first-from", metavar="FOLDER",
@@ -93,8 +87,6 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the cold second sweep")
     parser.add_argument("--no-warm", action="store_true",
                         help="skip the warm second sweep, e.g. to add the cold one to a pair run with --no-cold")
-    parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
-                        help="search.start_up_design of every sweep (random: the cold start before session 13)")
     parser.add_argument("--out", metavar="FILE")
     args = parser.parse_args()
     if not work.CONLL.exists():
@@ -121,7 +113,8 @@ def main() -> None:
     target = sweeps["first"]["best"]
     for result in sweeps.values():
         result["trial_epochs_to_first_best"] = epochs_to_reach(result["evaluations"], target)
-    work_done = ("train", "validation", "test", "trials", "epochs", "cpus", "precision", "seeds", "first_from")
+    work_done = ("train", "validation", "test", "trials", "epochs", "cpus", "precision", "seeds", "first_from",
+                 "start_up_design")
     report = {"benchmark": "warm_start", "work": {k: getattr(args, k) for k in work_done},
               "cpu": machine(), "first_best": target, **sweeps}
     print("| sweep | starts from | best validation F1 | its test F1 | trial-epochs to the first's best | trial-epochs | wall |")
