@@ -23,6 +23,13 @@ CI = os.environ.get("CI") == "true"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# torch's OpenMP threads wait for work by spinning. The suite runs two test processes, each with its
+# own Ray, on 2 cores, so a training process's threads rarely have the cores to themselves, and a
+# thread spinning at a barrier keeps the one it waits for off the CPU: the real-MiniLM test took
+# 207 s beside one busy core instead of 72 s with passive waiting (benchmarks/RESULTS.md). Set here,
+# before torch loads, it reaches this process, the Ray it starts and every subprocess. Not a product
+# default: on an idle machine spinning is faster (14% more tokens/s in bf16 training).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
