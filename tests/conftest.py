@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # thread spinning at a barrier keeps the one it waits for off the CPU: the real-MiniLM test took
 # 207 s beside one busy core instead of 72 s with passive waiting (benchmarks/RESULTS.md). Set here,
 # before torch loads, it reaches this process, the Ray it starts and every subprocess. Not a product
-# default: on an idle machine spinning is faster (14% more tokens/s in bf16 training).
+# default: on an idle machine spinning is faster (7-26% more training tokens/s, fp32 and bf16).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
