@@ -110,6 +110,9 @@ def test_the_janitor_keeps_the_best_checkpoint_within_the_constraints(tmp_path):
         folder = tmp_path / ("capped" if constraints else "free")
         for name in "ab":
             (folder / name / "checkpoint_000000").mkdir(parents=True)
+        # Tune's saved state has both ended: only then may the janitor remove a checkpoint.
+        (folder / "experiment_state-1.json").write_text(json.dumps({"trial_data": [
+            [json.dumps({"trial_id": name, "status": "TERMINATED"}), "{}"] for name in "ab"]}))
         janitor = checkpoint_janitor(folder, "val_accuracy", "max", keep_stopped=False, constraints=constraints)
         for name, value, latency in (("a", 0.7, 5.0), ("b", 0.9, 50.0)):
             result = {"val_accuracy": value, "best_val_accuracy": value, "latency_ms": latency, "epoch": 1,

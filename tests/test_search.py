@@ -293,6 +293,9 @@ def test_the_best_trials_own_weights_are_registered(tiny_model, tmp_path, ray_cl
     assert weights_digest(registered.checkpoint) == best_weights
     # The sweep's own account agrees: its best trial, and that trial's checkpoint folder.
     assert summary["best"]["trial_id"] == best and weights_digest(summary["best"]["checkpoint"]) == best_weights
+    # The losers' checkpoints are gone: the janitor read Tune's own saved state, which records them ended.
+    sweep_dir = Path(summary["storage"])
+    assert [t for t in order if list((sweep_dir / t).glob("checkpoint_*"))] == [best]
 
 
 def weights_digest(checkpoint: str) -> str:
@@ -374,6 +377,41 @@ def test_two_workers_per_trial(tiny_model, tmp_path, ray_cluster):
     # A limit above the suite's actor count: the State API may filter after truncating.
     assert list_actors(address=gcs_address(), limit=10000,
                        filters=[("class_name", "=", "PreemptionWatcher"), ("job_id", "=", job)]) == []
+
+
+def test_a_beaten_trials_checkpoint_stays_until_tunes_saved_state_says_it_ended(tmp_path):
+    """The driver can die after a trial ended but before Tune next saved its state; `--resume` then
+    restores that trial from its latest checkpoint. So the janitor removes a beaten trial's
+    checkpoint only once the saved state (what a resume reads) records the trial as ended."""
+    from types import SimpleNamespace
+
+    from tunefleet.search.janitor import checkpoint_janitor
+
+    def save_state(statuses: dict[str, str], at: float) -> None:
+        # Tune's layout: "trial_data", a list of [the trial's JSON state, its run metadata].
+        path = tmp_path / "experiment_state-2026-12-02_10-00-00.json"
+        path.write_text(json.dumps({"trial_data": [[json.dumps({"trial_id": t, "status": s}), "{}"]
+                                                   for t, s in statuses.items()]}))
+        os.utime(path, (at, at))  # a new save, whatever the file system's clock resolution
+
+    def has_checkpoint(trial_id: str) -> bool:
+        return (tmp_path / trial_id / "checkpoint_000000").is_dir()
+
+    for name in "ab":
+        (tmp_path / name / "checkpoint_000000").mkdir(parents=True)
+    janitor = checkpoint_janitor(tmp_path, "val_accuracy", "max", keep_stopped=False)
+    save_state({"a": "RUNNING", "b": "RUNNING"}, at=1000.0)
+    for name, value in (("a", 0.9), ("b", 0.5)):  # b ends beaten by a
+        result = {"val_accuracy": value, "best_val_accuracy": value, "epoch": 1, "planned_epochs": 1}
+        janitor.on_trial_complete(0, [], SimpleNamespace(trial_id=name, last_result=result, config={}))
+    janitor.on_step_end(0, [])
+    assert has_checkpoint("a") and has_checkpoint("b"), "b's checkpoint went while the saved state had b running"
+    save_state({"a": "TERMINATED", "b": "RUNNING"}, at=1001.0)
+    janitor.on_step_end(1, [])
+    assert has_checkpoint("b")
+    save_state({"a": "TERMINATED", "b": "TERMINATED"}, at=1002.0)
+    janitor.on_step_end(2, [])
+    assert has_checkpoint("a") and not has_checkpoint("b")
 
 
 @pytest.mark.slow

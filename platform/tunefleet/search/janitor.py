@@ -1,14 +1,25 @@
 """Keeps a sweep's disk use bounded while it runs: a trial a scheduler stopped loses its
 checkpoints at once (unless `search.keep_stopped_checkpoints`), and of the trials that completed only
 the best so far keeps its checkpoints. A Tune callback on the driver, built lazily so that importing
-this module does not import Ray."""
+this module does not import Ray.
+
+A checkpoint goes only once Tune's saved experiment state (`experiment_state-*.json` in the sweep's
+folder, what `--resume` restores from) records its trial as ended. Tune saves that state every few
+seconds: a trial that completed just before the driver died is still RUNNING there, `--resume`
+restores it from its latest checkpoint, and had that been removed at once the resumed trial would
+fail ("checkpoint does not exist on storage anymore") although it had finished.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
+
+# Trial statuses in Tune's experiment state after which a resume never restores the trial.
+ENDED = ("TERMINATED", "ERROR")
 
 
 def checkpoint_janitor(sweep_dir: Path, metric: str, mode: str, keep_stopped: bool,
@@ -31,6 +42,8 @@ def checkpoint_janitor(sweep_dir: Path, metric: str, mode: str, keep_stopped: bo
         def __init__(self) -> None:
             self.best: tuple[float, str] | None = None
             self.objectives: dict[str, dict[str, float]] = {}  # per trial, of its latest kept checkpoint
+            self.pending: set[str] = set()  # trials whose checkpoints go once the saved state says they ended
+            self.saved = SavedTrialStates(sweep_dir)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             # The loop reports second objectives only with an evaluation that improved (one that
@@ -64,13 +77,57 @@ def checkpoint_janitor(sweep_dir: Path, metric: str, mode: str, keep_stopped: bo
             else:
                 self._drop(trial.trial_id)
 
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if self.pending:
+                self._drop_ended()
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            # Tune saved its state (waiting for it) just before: every trial that ended is in it.
+            if self.pending:
+                self._drop_ended()
+
         def _drop(self, trial_id: str) -> None:
-            for owner in (sweep_dir / trial_id, sweep_dir / "train" / trial_id):
-                for folder in owner.glob("checkpoint_*"):
-                    if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
-                        shutil.rmtree(folder, ignore_errors=True)
+            self.pending.add(trial_id)
+            self._drop_ended()
+
+        def _drop_ended(self) -> None:
+            for trial_id in self.pending & self.saved.ended():
+                self.pending.discard(trial_id)
+                for owner in (sweep_dir / trial_id, sweep_dir / "train" / trial_id):
+                    for folder in owner.glob("checkpoint_*"):
+                        if folder.is_dir():  # not Ray's checkpoint_manager_snapshot.json
+                            shutil.rmtree(folder, ignore_errors=True)
 
     return _Janitor()
+
+
+class SavedTrialStates:
+    """Which trials Tune's newest saved experiment state in a folder records as ended. The file is
+    read again only when it changed; one caught half written (Tune copies it into the folder) counts
+    as unchanged until the next save."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seen: tuple[float, str] | None = None  # mtime and path of the file last read
+        self.last: set[str] = set()
+
+    def ended(self) -> set[str]:
+        states = []
+        for path in self.folder.glob("experiment_state-*.json"):
+            try:
+                states.append((path.stat().st_mtime, str(path)))
+            except OSError:  # replaced between the listing and the stat
+                continue
+        if states and max(states) != self.seen:
+            newest = max(states)
+            try:
+                trials = json.loads(Path(newest[1]).read_text())["trial_data"]
+                self.last = {t["trial_id"] for t in (json.loads(state) for state, _ in trials)
+                             if t.get("status") in ENDED}
+                self.seen = newest
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        return self.last
 
 
 class _Measured:
