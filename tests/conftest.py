@@ -30,6 +30,13 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # before torch loads, it reaches this process, the Ray it starts and every subprocess. Not a product
 # default: on an idle machine spinning is faster (7-26% more training tokens/s, fp32 and bf16).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ray starts idle worker processes ahead of demand (one per CPU when a driver connects, more when
+# tasks queue). The suite starts a dozen Ray clusters (its own two, and every `tunefleet sweep`
+# subprocess's), whose trials run in actors that mostly start workers of their own, so many of those
+# workers (~1.2 CPU-s each) never ran anything. Off, test_extend + the searcher contracts took
+# 147 and 143 CPU-s against 153 and 171 with it (benchmarks/RESULTS.md).
+os.environ.setdefault("RAY_enable_worker_prestart", "0")
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 @pytest.fixture(scope="session")
