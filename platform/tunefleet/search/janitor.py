@@ -118,8 +118,8 @@ class SavedTrialStates:
                 states.append((path.stat().st_mtime, str(path)))
             except OSError:  # replaced between the listing and the stat
                 continue
-        if states and max(states) != self.seen:
-            newest = max(states)
+        newest = max(states, default=None)
+        if newest is not None and newest != self.seen:
             try:
                 trials = json.loads(Path(newest[1]).read_text())["trial_data"]
                 self.last = {t["trial_id"] for t in (json.loads(state) for state, _ in trials)
