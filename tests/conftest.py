@@ -123,20 +123,28 @@ def pytest_make_collect_report(collector):
     return report
 
 
-# Seconds each slow file took in a `--durations=0` run of the suite (two xdist processes, 2 cores,
-# 2026-12-02; see benchmarks/RESULTS.md). `--dist loadfile` hands files to the two processes in
-# collection order, one at a time as each becomes free: in alphabetical order the real-MiniLM test
-# and the PostgreSQL sweeps came last and ran for three minutes after everything else had finished.
+# Seconds each slow file took in a run of the suite (two xdist processes, 2 cores, 2026-12-02, session
+# 16; see benchmarks/RESULTS.md). `--dist loadfile` hands files to the two processes in collection
+# order, one at a time as each becomes free: in alphabetical order the real-MiniLM test and the
+# PostgreSQL sweeps came last and ran for three minutes after everything else had finished.
 # Longest first, the last files to start are short ones, and the two processes end together.
+# xdist re-sorts files by their number of tests unless told not to (`--no-loadscope-reorder`), which
+# undid this order: the two-node and PostgreSQL files, with few tests, ran last. pytest_configure
+# below turns that off for every run, not only scripts/test.sh's.
 # A file missing here counts as short; the figures only order files, no test depends on them.
 FILE_SECONDS = {
-    "test_search.py": 266, "test_watch.py": 186, "test_multinode.py": 167, "test_real_model.py": 150,
-    "test_train_loop.py": 138, "test_faults.py": 133, "test_tasks.py": 123, "test_postgres.py": 119,
-    "test_serve.py": 116, "test_extend.py": 109, "test_registry.py": 106, "test_families.py": 71,
-    "test_tracking.py": 66, "test_searchers.py": 64, "test_oom.py": 56, "test_warm_start.py": 41,
-    "test_gpu_plan.py": 36, "test_peft.py": 28, "test_report.py": 26, "test_progress.py": 26, "test_cli.py": 24,
-    "test_pareto.py": 23, "test_bad_input.py": 13,
+    "test_search.py": 297, "test_watch.py": 221, "test_multinode.py": 198, "test_real_model.py": 160,
+    "test_train_loop.py": 147, "test_tasks.py": 137, "test_serve.py": 121, "test_extend.py": 87,
+    "test_postgres.py": 83, "test_families.py": 78, "test_tracking.py": 77, "test_registry.py": 73,
+    "test_faults.py": 72, "test_oom.py": 60, "test_searchers.py": 52, "test_gpu_plan.py": 41,
+    "test_warm_start.py": 35, "test_peft.py": 29, "test_cli.py": 24, "test_report.py": 23, "test_progress.py": 22,
+    "test_security.py": 21, "test_pareto.py": 16, "test_bad_input.py": 12,
 }
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist is installed
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
