@@ -130,7 +130,7 @@ def pytest_make_collect_report(collector):
 # Longest first, the last files to start are short ones, and the two processes end together.
 # xdist re-sorts files by their number of tests unless told not to (`--no-loadscope-reorder`), which
 # undid this order: the two-node and PostgreSQL files, with few tests, ran last. pytest_configure
-# below turns that off for every run, not only scripts/test.sh's.
+# below turns the re-sort off in the conftest, so that any `pytest -n` run keeps this order.
 # A file missing here counts as short; the figures only order files, no test depends on them.
 FILE_SECONDS = {
     "test_search.py": 297, "test_watch.py": 221, "test_multinode.py": 198, "test_real_model.py": 160,
