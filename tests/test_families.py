@@ -343,6 +343,37 @@ def test_dropout_reaches_every_dropout_module(family, task_name):
     assert getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", None)) == 0.25
 
 
+def test_the_cheaper_cpu_dropout_trains_every_family_and_evaluates_as_before(family):
+    """`use_fast_dropout` (what the loop does on a CPU) swaps every dropout module, routes the
+    attention through `tunefleet_sdpa` where the family's attention goes through transformers'
+    interface, leaves evaluation bit for bit as it was, and still drops in training."""
+    import copy
+
+    import torch
+
+    from tunefleet.train.batching import collate
+    from tunefleet.train.dropout import use_fast_dropout
+    from tunefleet.train.models import build_model
+
+    task = get_task(NER)
+    split = task.tokenize(Examples(None, [WORDS, WORDS[:2]], [TAGS, TAGS[:2]]), family.tokenizer(), LABELS, 64)
+    batch = collate(split, np.arange(2), family.tokenizer().pad_token_id, task.per_token_labels)
+    torch.manual_seed(0)
+    original = build_model(task, family.folder, LABELS, 0.3)
+    model = copy.deepcopy(original)
+    assert use_fast_dropout(model) > 0
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    if original.config._attn_implementation == "sdpa" and original._can_set_attn_implementation():
+        assert model.config._attn_implementation == "tunefleet_sdpa"
+    with torch.no_grad():
+        before = original.eval()(**batch).logits
+        after = model.eval()(**batch).logits
+        assert torch.equal(before, after)
+        torch.manual_seed(1)
+        trained = model.train()(**batch)
+    assert torch.isfinite(trained.loss) and not torch.allclose(trained.logits, after)
+
+
 def test_a_head_for_other_labels_starts_afresh(family, tmp_path):
     """A model fine-tuned for other labels gets a new head, whatever the family calls its parts
     (`classifier`; DistilBERT's `pre_classifier`; RoBERTa's and ELECTRA's `classifier.dense` and

@@ -4,6 +4,7 @@
 - `peft`: LoRA (`train.peft`): adapters on the frozen encoder, merged into what is saved;
 - `tokenized`: tokenize the splits once and cache them on disk;
 - `batching`: length-grouped, sharded, dynamically padded batches;
+- `dropout`: dropout with cheaper random masks, for training on a CPU;
 - `loop`: `run_loop`, the loop every worker runs (read it top to bottom), and Ray Train's entry point;
 - `session`: where the loop runs: inside Ray Train, in a Ray Tune trial's own process, or without Ray
   (one process or torchrun);

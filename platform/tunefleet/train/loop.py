@@ -35,6 +35,7 @@ from ..spec import Spec, spec_from_dict
 from ..tasks import IGNORE, Task, TokenizedSplit, get_task
 from .batching import collate, eval_batches, train_batches
 from .checkpoint import load_training_state, save_checkpoint
+from .dropout import use_fast_dropout
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from .peft import apply_lora, is_adapted, merged_copy, parameter_counts
 from .runlog import RunLogger
@@ -132,6 +133,10 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
             model = apply_lora(build_model(task, spec.model.name_or_path, label_names, cfg.dropout), spec, resume_dir)
         state = load_training_state(resume_dir) if resume_dir else None
     parameters = parameter_counts(model)
+    if device.type == "cpu":
+        # Dropout masks from 16-bit random numbers: a quarter of bernoulli_'s draws, ~5% of an fp32
+        # step on a CPU (train/dropout.py). A GPU's own dropout is already one fused kernel.
+        use_fast_dropout(model)
     if cfg.gradient_checkpointing:
         # Before DDP wraps the model. Non-reentrant: the reentrant variant breaks under DDP and
         # needs inputs that require grad.
