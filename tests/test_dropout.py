@@ -108,7 +108,7 @@ def test_the_attention_drops_attention_probabilities_and_never_attends_to_paddin
     assert abs((real == 0).float().mean().item() - 0.5) < 0.03  # 6,144 entries: std 0.006
 
 
-def test_evaluation_and_the_gpu_path_are_sdpa_itself():
+def test_evaluation_is_sdpa_itself():
     q, k, v = _qkv(2)
     module = _Attention().eval()
     ours, _ = _attention(module, q, k, v, None, dropout=0.0, scaling=None)

@@ -61,19 +61,20 @@ class FastDropout(nn.Dropout):
 
 def use_fast_dropout(model: nn.Module) -> int:
     """Swap the model's `nn.Dropout` modules for `FastDropout`, and its attention for
-    `tunefleet_sdpa` where it uses transformers' SDPA; returns how many modules were swapped. Weights, state dict and saved checkpoints are unchanged: the
-    attention setting is not written to config.json, and nothing here is saved."""
+    `tunefleet_sdpa` where it uses transformers' SDPA; returns how many modules were swapped.
+    Weights, state dict and saved checkpoints are unchanged: the attention setting is not written to
+    config.json, and nothing here is saved."""
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:  # subclasses may do something else; leave them be
                 setattr(parent, name, FastDropout(child.p))
                 swapped += 1
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) == "sdpa" and getattr(model, "_can_set_attn_implementation", None):
-        if model._can_set_attn_implementation():
-            _register_attention()
-            model.set_attn_implementation(_ATTENTION)
+    uses_sdpa = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa"
+    can_switch = getattr(model, "_can_set_attn_implementation", lambda: False)
+    if uses_sdpa and can_switch():
+        _register_attention()
+        model.set_attn_implementation(_ATTENTION)
     return swapped
 
 
