@@ -374,6 +374,37 @@ def test_the_cheaper_cpu_dropout_trains_every_family_and_evaluates_as_before(fam
     assert torch.isfinite(trained.loss) and not torch.allclose(trained.logits, after)
 
 
+def test_onednn_linear_layers_train_every_family_as_nn_linear_does(family):
+    """`use_onednn_linear` (what the loop does on a CPU) swaps every plain linear layer of the
+    family, and a training step gives nn.Linear's loss and gradients to fp32 rounding."""
+    import copy
+
+    import torch
+
+    from tunefleet.train.batching import collate
+    from tunefleet.train.models import build_model
+    from tunefleet.train.onednn import available, use_onednn_linear
+
+    if not available():
+        pytest.skip("this torch has no usable oneDNN linear op")
+    task = get_task(NER)
+    split = task.tokenize(Examples(None, [WORDS, WORDS[:2]], [TAGS, TAGS[:2]]), family.tokenizer(), LABELS, 64)
+    batch = collate(split, np.arange(2), family.tokenizer().pad_token_id, task.per_token_labels)
+    torch.manual_seed(0)
+    original = build_model(task, family.folder, LABELS, 0.0)
+    model = copy.deepcopy(original)
+    assert use_onednn_linear(model, min_weights=0) == sum(type(m) is torch.nn.Linear for m in original.modules()) > 0
+    losses = []
+    for m in (original, model):
+        loss = m.train()(**batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(original.named_parameters(), model.parameters()):
+        if a.grad is not None:  # DeBERTa's relative-position parts may get none
+            assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
+
+
 def test_a_head_for_other_labels_starts_afresh(family, tmp_path):
     """A model fine-tuned for other labels gets a new head, whatever the family calls its parts
     (`classifier`; DistilBERT's `pre_classifier`; RoBERTa's and ELECTRA's `classifier.dense` and

@@ -5,6 +5,7 @@
 - `tokenized`: tokenize the splits once and cache them on disk;
 - `batching`: length-grouped, sharded, dynamically padded batches;
 - `dropout`: dropout with cheaper random masks, for training on a CPU;
+- `onednn`: fp32 linear layers through oneDNN rather than MKL, on a CPU;
 - `loop`: `run_loop`, the loop every worker runs (read it top to bottom), and Ray Train's entry point;
 - `session`: where the loop runs: inside Ray Train, in a Ray Tune trial's own process, or without Ray
   (one process or torchrun);

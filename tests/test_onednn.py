@@ -1,0 +1,102 @@
+"""fp32 linear layers through oneDNN (train/onednn.py): the forward product and all three gradients
+worked out by hand, a frozen weight, the hand-over to `nn.Linear` under autocast, and a model whose
+linear layers all swap and then train and evaluate as `nn.Linear` does. No Ray."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tunefleet.train.onednn import MIN_WEIGHTS, OneDNNLinear, available, use_onednn_linear
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no usable oneDNN linear op")
+
+
+def _layer(weight: list[list[float]], bias: list[float] | None) -> OneDNNLinear:
+    layer = OneDNNLinear(len(weight[0]), len(weight), bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weight))
+        if bias is not None:
+            layer.bias.copy_(torch.tensor(bias))
+    return layer
+
+
+def test_the_product_and_its_three_gradients_are_the_hand_worked_ones():
+    # W = [[1, 0], [0, 1], [1, 1]], b = [0.5, -1, 0]; x = [[1, 2], [3, 4]]:
+    # y = x @ W.T + b = [[1 + .5, 2 - 1, 3], [3 + .5, 4 - 1, 7]].
+    layer = _layer([[1, 0], [0, 1], [1, 1]], [0.5, -1, 0])
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = layer(x)
+    assert torch.equal(y, torch.tensor([[1.5, 1.0, 3.0], [3.5, 3.0, 7.0]]))
+    # Upstream gradient g = [[1, 0, 2], [0, 1, 0]]:
+    # dx = g @ W = [[1 + 2, 2], [0, 1]]; dW = g.T @ x = [[1, 2], [3, 4], [2, 4]]; db = g summed = [1, 1, 2].
+    y.backward(torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]))
+    assert torch.equal(x.grad, torch.tensor([[3.0, 2.0], [0.0, 1.0]]))
+    assert torch.equal(layer.weight.grad, torch.tensor([[1.0, 2.0], [3.0, 4.0], [2.0, 4.0]]))
+    assert torch.equal(layer.bias.grad, torch.tensor([1.0, 1.0, 2.0]))
+
+
+def test_a_batch_of_sequences_and_a_frozen_weight_without_bias():
+    """(batch, tokens, features) in and out, as in a transformer; a frozen weight (LoRA's base layer)
+    gets no gradient while the input's still flows: dx = g @ W, with g all ones here, so every row of
+    dx is W's column sums [1 + 0 + 1, 0 + 1 + 1] = [2, 2]."""
+    layer = _layer([[1, 0], [0, 1], [1, 1]], None)
+    layer.weight.requires_grad_(False)
+    x = torch.arange(12.0).view(2, 3, 2).requires_grad_()
+    y = layer(x)
+    assert y.shape == (2, 3, 3)
+    assert torch.equal(y[1, 2], torch.tensor([10.0, 11.0, 21.0]))  # x[1, 2] = [10, 11]
+    y.sum().backward()
+    assert layer.weight.grad is None
+    assert torch.equal(x.grad, torch.full((2, 3, 2), 2.0))
+
+
+def test_autocast_and_other_dtypes_are_nn_linear_itself():
+    layer = _layer([[1, 0], [0, 1], [1, 1]], [0.5, -1, 0])
+    x = torch.tensor([[1.0, 2.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16  # autocast's bf16 product, as nn.Linear gives
+    assert layer.to(torch.float64)(x.double()).dtype == torch.float64
+
+
+def test_a_model_swaps_every_linear_and_trains_as_nn_linear_does(tiny_model):
+    from tunefleet.tasks import get_task
+    from tunefleet.train.models import build_model
+
+    torch.manual_seed(0)
+    original = build_model(get_task("token-classification"), tiny_model, ["O", "B-X", "I-X"], 0.0)
+    model = copy.deepcopy(original)
+    weights = [p for p in model.parameters()]
+    swapped = use_onednn_linear(model, min_weights=0)  # the tiny model's layers are all small
+    assert swapped == sum(type(m) is torch.nn.Linear for m in original.modules()) > 0
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert [p for p in model.parameters()] == weights  # the same parameter objects, nothing copied
+    assert model.state_dict().keys() == original.state_dict().keys()
+
+    ids = torch.randint(1000, 3000, (4, 9))
+    attention = torch.ones(4, 9, dtype=torch.long)
+    attention[2, 6:] = 0
+    labels = torch.randint(0, 3, (4, 9))
+    losses = []
+    for m in (original, model):
+        m.train().zero_grad()
+        loss = m(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        losses.append(loss.item())
+    # Rounding order differs from MKL's: equal to fp32 precision, not bit for bit.
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(original.named_parameters(), model.parameters()):
+        assert b.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
+    with torch.inference_mode():
+        assert torch.allclose(original.eval()(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
+
+
+def test_only_layers_big_enough_to_gain_swap():
+    """At MiniLM's size a layer swaps (384 x 384 = 147,456 weights); a classification head (384 x 9)
+    and a 128 x 128 layer, which oneDNN runs slower than MKL, stay nn.Linear."""
+    assert 128 * 128 < MIN_WEIGHTS <= 384 * 384
+    model = torch.nn.Sequential(torch.nn.Linear(384, 384), torch.nn.Linear(384, 9), torch.nn.Linear(128, 128))
+    assert use_onednn_linear(model) == 1
+    assert [type(m) for m in model] == [OneDNNLinear, torch.nn.Linear, torch.nn.Linear]
