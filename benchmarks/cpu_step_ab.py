@@ -1,15 +1,22 @@
-"""The cheaper CPU dropout mask (train/dropout.py) against PyTorch's, one training step at a time,
-interleaved in one process.
+"""One of the loop's CPU speed-ups against the same loop without it, interleaved in one process:
+training steps, then evaluation.
+
+The changes (what the loop does on a CPU, `train/loop.py`):
+  dropout  dropout masks from 16-bit random numbers (`train/dropout.py`) against `nn.Dropout`
+  linear   fp32 linear layers through oneDNN (`train/onednn.py`) against `nn.Linear` (MKL)
+The other change stays on both sides, as the loop runs it.
 
 Two copies of the same model (bundled MiniLM, fresh token-classification head, dropout 0.1, seed 0),
-one with `use_fast_dropout` (what the loop does on a CPU), each with its own fused AdamW, train on
-the same length-grouped batches of the first 1,024 CoNLL-2003 training sentences (batch 16, the
-loop's clipping folded into the step). Each round runs 10 steps on one side and the same 10 batches
-on the other, alternating which goes first; the figure is the median over rounds of the time ratio.
+each with its own fused AdamW, train on the same length-grouped batches of the first 1,024 CoNLL-2003
+training sentences (batch 16, the loop's clipping folded into the step). Each round runs 10 steps on
+one side and the same 10 batches on the other, alternating which goes first; the figure is the median
+over rounds of the time ratio (without / with). Then each side evaluates the first 1,000 validation
+sentences (sorted, batches of 32, `inference_mode`, as the loop does) in alternating rounds.
 Neighbours on a shared machine slow whichever side runs while they are busy, so single rounds scatter
 (0.9-1.6 were seen); the median of 20 rounds is steadier than any best-of-N between processes.
 
-    .venv/bin/python benchmarks/dropout_speed.py [--rounds 20] [--precision fp32|bf16]   # JSON line last
+    .venv/bin/python benchmarks/cpu_step_ab.py --change dropout|linear [--rounds 20] [--eval-rounds 6] \
+        [--precision fp32|bf16]   # JSON line last
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,19 +35,26 @@ from machine import machine
 from tunefleet.data import Examples, load_data
 from tunefleet.spec import DataConfig
 from tunefleet.tasks import get_task
-from tunefleet.train.batching import collate, train_batches
+from tunefleet.train.batching import collate, eval_batches, train_batches
 from tunefleet.train.dropout import use_fast_dropout
 from tunefleet.train.loop import _param_groups, clip_in_step
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers
+from tunefleet.train.onednn import use_onednn_linear
 
 CONLL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conll2003"
 TASK = "token-classification"
+CHANGES: dict[str, tuple[Callable, Callable]] = {  # change: (it, what stays on both sides)
+    "dropout": (use_fast_dropout, use_onednn_linear),
+    "linear": (use_onednn_linear, use_fast_dropout),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--change", choices=sorted(CHANGES), required=True)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side per round")
+    parser.add_argument("--eval-rounds", type=int, default=6, help="evaluations per side (0: none)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -50,17 +65,22 @@ def main() -> None:
                                   test=str(CONLL / "test.txt")), TASK)
     tokenizer, task, labels = load_tokenizer("bundled-minilm"), get_task(TASK), splits.label_names
     train = task.tokenize(Examples(None, splits.train.tokens[:1024], splits.train.labels[:1024]), tokenizer, labels, 128)
+    validation = task.tokenize(Examples(None, splits.validation.tokens[:1000], splits.validation.labels[:1000]),
+                               tokenizer, labels, 128)
+    change, common = CHANGES[args.change]
     torch.manual_seed(0)
-    native = build_model(task, "bundled-minilm", labels, 0.1)
-    fast = copy.deepcopy(native)
-    use_fast_dropout(fast)
-    sides = {name: (model.train(), torch.optim.AdamW(_param_groups(model, 0.01), lr=1e-4, fused=True))
-             for name, model in (("native", native), ("fast", fast))}
+    without = build_model(task, "bundled-minilm", labels, 0.1)
+    common(without)
+    with_it = copy.deepcopy(without)
+    change(with_it)
+    sides = {name: (model, torch.optim.AdamW(_param_groups(model, 0.01), lr=1e-4, fused=True))
+             for name, model in (("without", without), ("with", with_it))}
     batches = train_batches(train, 16, 0, 0, 0, 1, True)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
-    def run(name: str, chunk: list[np.ndarray]) -> float:
+    def steps(name: str, chunk: list[np.ndarray]) -> float:
         model, optimizer = sides[name]
+        model.train()
         started = time.perf_counter()
         for indices in chunk:
             batch = collate(train, indices, tokenizer.pad_token_id, True)
@@ -72,25 +92,46 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - started
 
-    run("native", batches[:3])  # warm-up: first-call allocations, kernel selection
-    run("fast", batches[:3])
-    ratios, seconds = [], {"native": 0.0, "fast": 0.0}
-    for r in range(args.rounds):
+    def evaluation(name: str) -> float:
+        model = sides[name][0].eval()
+        started = time.perf_counter()
+        with torch.inference_mode(), autocast:
+            for indices in eval_batches(validation, 32, 0, 1):
+                model(**collate(validation, indices, tokenizer.pad_token_id, True))
+        return time.perf_counter() - started
+
+    steps("without", batches[:3])  # warm-up: first-call allocations, kernel selection
+    steps("with", batches[:3])
+    def chunk(r: int) -> list[np.ndarray]:  # round r's batches, the same on both sides
         start = (r * args.steps) % max(1, len(batches) - args.steps)
-        chunk = batches[start:start + args.steps]
-        order = ("native", "fast") if r % 2 == 0 else ("fast", "native")
-        took = {name: run(name, chunk) for name in order}
-        ratios.append(took["native"] / took["fast"])
-        for name in took:
-            seconds[name] += took[name]
-        print(f"round {r + 1}/{args.rounds}: native {took['native']:.2f} s, fast {took['fast']:.2f} s, "
-              f"{ratios[-1]:.3f}x", flush=True)
+        return batches[start:start + args.steps]
+
+    train_ratios = interleave(args.rounds, "step", lambda name, r: steps(name, chunk(r)))
+    eval_ratios = interleave(args.eval_rounds, "evaluation", lambda name, r: evaluation(name))
     print(json.dumps({
-        "benchmark": "dropout_speed", "precision": args.precision, "rounds": args.rounds, "steps_per_round": args.steps,
-        "median_speedup": round(float(np.median(ratios)), 3),
-        "quartiles": [round(float(q), 3) for q in np.percentile(ratios, [25, 75])],
-        "total_seconds": {k: round(v, 1) for k, v in seconds.items()}, "machine": machine(),
+        "benchmark": "cpu_step_ab", "change": args.change, "precision": args.precision, "rounds": args.rounds,
+        "steps_per_round": args.steps, **summary("step", train_ratios), **summary("evaluation", eval_ratios),
+        "machine": machine(),
     }))
+
+
+def interleave(rounds: int, what: str, run: Callable[[str, int], float]) -> list[float]:
+    """Time ratios (without / with) of `rounds` rounds, alternating which side goes first."""
+    ratios = []
+    for r in range(rounds):
+        order = ("without", "with") if r % 2 == 0 else ("with", "without")
+        took = {name: run(name, r) for name in order}
+        ratios.append(took["without"] / took["with"])
+        print(f"{what} round {r + 1}/{rounds}: without {took['without']:.2f} s, with {took['with']:.2f} s, "
+              f"{ratios[-1]:.3f}x", flush=True)
+    return ratios
+
+
+def summary(what: str, ratios: list[float]) -> dict[str, object]:
+    if not ratios:
+        return {}
+    return {f"{what}_median_speedup": round(float(np.median(ratios)), 3),
+            f"{what}_quartiles": [round(float(q), 3) for q in np.percentile(ratios, [25, 75])]}
 
 
 if __name__ == "__main__":

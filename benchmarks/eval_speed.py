@@ -8,7 +8,7 @@ both include that scoring in their time:
 
 - tunefleet: `tunefleet.train.loop.evaluate` as the loop calls it on a CPU: examples sorted by
   length, fixed batches of 2 x the training batch, `inference_mode`, bf16 autocast where the CPU has
-  bf16 (or `--precision`);
+  bf16 (or `--precision`), fp32 linear layers through oneDNN (`train/onednn.py`);
 - with `--eval-batches 16 64 ...`: the same at other evaluation batch sizes, and `--token-budget N`
   batches of at least 2 x the training batch filled up to N padded tokens (what a GPU uses), to
   show what batch size suits this CPU;
@@ -25,6 +25,7 @@ interleaved, and its best round counts.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -32,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from machine import machine
@@ -41,6 +41,7 @@ from tunefleet.spec import DataConfig
 from tunefleet.tasks import get_task
 from tunefleet.train import loop
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from tunefleet.train.onednn import use_onednn_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -70,10 +71,13 @@ def main() -> None:
     real_tokens = int(split.lengths().sum())
     torch.manual_seed(0)
     model = build_model(task, "bundled-minilm", labels, None)
+    ours = copy.deepcopy(model)  # the same weights, with the linear layers the loop uses on a CPU
+    use_onednn_linear(ours)
+
     def tunefleet(eval_batch: int, max_tokens: int = 0) -> dict[str, Any]:
         started = time.perf_counter()
         # max_tokens: the GPU's batching, asked for explicitly (on a CPU evaluate uses fixed batches).
-        scores = loop.evaluate(model, split, task, labels, eval_batch // 2, torch.device("cpu"), precision,
+        scores = loop.evaluate(ours, split, task, labels, eval_batch // 2, torch.device("cpu"), precision,
                                tokenizer.pad_token_id, max_tokens=max_tokens)
         return {"seconds": time.perf_counter() - started, "f1": scores["f1"]}
 
