@@ -100,3 +100,54 @@ def test_only_layers_big_enough_to_gain_swap():
     model = torch.nn.Sequential(torch.nn.Linear(384, 384), torch.nn.Linear(384, 9), torch.nn.Linear(128, 128))
     assert use_onednn_linear(model) == 1
     assert [type(m) for m in model] == [OneDNNLinear, torch.nn.Linear, torch.nn.Linear]
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory) -> str:
+    """The tiny BERT with feed-forward layers of 32 x 4,096 = 2^17 weights: big enough to swap."""
+    from transformers import BertConfig, BertModel
+
+    from tunefleet.train.models import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("wide-bert")
+    tokenizer = load_tokenizer("bundled-minilm")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=4096, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model, tmp_path, monkeypatch):
+    """An fp32 run of the loop on a CPU, with gradient checkpointing (the forward runs again in the
+    backward pass): the feed-forward products went through oneDNN, and the losses after an epoch
+    are the same run's with `nn.Linear` to fp32 rounding."""
+    from conftest import tiny_spec_dict
+    from tunefleet.spec import spec_from_dict
+    from tunefleet.train import loop, onednn
+    from tunefleet.train.local import train_local
+
+    spec = spec_from_dict(tiny_spec_dict(wide_model, tmp_path / "runs", train={
+        "epochs": 1, "precision": "fp32", "gradient_checkpointing": True, "dropout": 0.0}))
+    calls = {"forward": 0, "input gradient": 0, "weight gradient": 0}
+    real_product = onednn._product
+
+    def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        # Told apart by what the backward pass transposes: the weight for the input gradient
+        # (grad @ W = grad @ (W.T).T), the upstream gradient for the weight's (grad.T @ x).
+        kind = ("weight gradient" if not x.is_contiguous() else
+                "input gradient" if not weight.is_contiguous() else "forward")
+        calls[kind] += 1
+        return real_product(x, weight, bias)
+
+    monkeypatch.setattr(onednn, "_product", product)
+    with_onednn = train_local(spec, tmp_path / "onednn")["history"][-1]
+    # 140 training examples in batches of 16: 9 steps, each through 2 layers x 2 feed-forward products.
+    assert calls["input gradient"] == calls["weight gradient"] == 9 * 2 * 2
+    # Training forwards twice per layer and step (checkpointing recomputes), evaluation once per batch.
+    assert calls["forward"] > 2 * calls["input gradient"]
+    monkeypatch.setattr(loop, "use_onednn_linear", lambda model: 0)
+    with_mkl = train_local(spec, tmp_path / "mkl")["history"][-1]
+    assert with_onednn["train_loss"] == pytest.approx(with_mkl["train_loss"], rel=1e-4)
+    assert with_onednn["val_loss"] == pytest.approx(with_mkl["val_loss"], rel=1e-4)
