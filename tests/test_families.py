@@ -343,24 +343,33 @@ def test_dropout_reaches_every_dropout_module(family, task_name):
     assert getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", None)) == 0.25
 
 
-def test_the_cheaper_cpu_dropout_trains_every_family_and_evaluates_as_before(family):
-    """`use_fast_dropout` (what the loop does on a CPU) swaps every dropout module, routes the
-    attention through `tunefleet_sdpa` where the family's attention goes through transformers'
-    interface, leaves evaluation bit for bit as it was, and still drops in training."""
+def _batch_and_two_copies(family, dropout: float) -> tuple[dict, Any, Any]:
+    """An NER batch of two sentences in the family's tokenizer; the family's model (seeded) and a
+    deep copy of it, for a CPU speed-up to change and the original to compare with."""
     import copy
 
     import torch
 
     from tunefleet.train.batching import collate
-    from tunefleet.train.dropout import use_fast_dropout
     from tunefleet.train.models import build_model
 
     task = get_task(NER)
     split = task.tokenize(Examples(None, [WORDS, WORDS[:2]], [TAGS, TAGS[:2]]), family.tokenizer(), LABELS, 64)
     batch = collate(split, np.arange(2), family.tokenizer().pad_token_id, task.per_token_labels)
     torch.manual_seed(0)
-    original = build_model(task, family.folder, LABELS, 0.3)
-    model = copy.deepcopy(original)
+    original = build_model(task, family.folder, LABELS, dropout)
+    return batch, original, copy.deepcopy(original)
+
+
+def test_the_cheaper_cpu_dropout_trains_every_family_and_evaluates_as_before(family):
+    """`use_fast_dropout` (what the loop does on a CPU) swaps every dropout module, routes the
+    attention through `tunefleet_sdpa` where the family's attention goes through transformers'
+    interface, leaves evaluation bit for bit as it was, and still drops in training."""
+    import torch
+
+    from tunefleet.train.dropout import use_fast_dropout
+
+    batch, original, model = _batch_and_two_copies(family, 0.3)
     assert use_fast_dropout(model) > 0
     assert not any(type(m) is torch.nn.Dropout for m in model.modules())
     if original.config._attn_implementation == "sdpa" and original._can_set_attn_implementation():
@@ -377,22 +386,13 @@ def test_the_cheaper_cpu_dropout_trains_every_family_and_evaluates_as_before(fam
 def test_onednn_linear_layers_train_every_family_as_nn_linear_does(family):
     """`use_onednn_linear` (what the loop does on a CPU) swaps every plain linear layer of the
     family, and a training step gives nn.Linear's loss and gradients to fp32 rounding."""
-    import copy
-
     import torch
 
-    from tunefleet.train.batching import collate
-    from tunefleet.train.models import build_model
     from tunefleet.train.onednn import available, use_onednn_linear
 
     if not available():
         pytest.skip("this torch has no usable oneDNN linear op")
-    task = get_task(NER)
-    split = task.tokenize(Examples(None, [WORDS, WORDS[:2]], [TAGS, TAGS[:2]]), family.tokenizer(), LABELS, 64)
-    batch = collate(split, np.arange(2), family.tokenizer().pad_token_id, task.per_token_labels)
-    torch.manual_seed(0)
-    original = build_model(task, family.folder, LABELS, 0.0)
-    model = copy.deepcopy(original)
+    batch, original, model = _batch_and_two_copies(family, 0.0)
     assert use_onednn_linear(model, min_weights=0) == sum(type(m) is torch.nn.Linear for m in original.modules()) > 0
     losses = []
     for m in (original, model):
