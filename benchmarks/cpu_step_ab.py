@@ -102,6 +102,7 @@ def main() -> None:
 
     steps("without", batches[:3])  # warm-up: first-call allocations, kernel selection
     steps("with", batches[:3])
+
     def chunk(r: int) -> list[np.ndarray]:  # round r's batches, the same on both sides
         start = (r * args.steps) % max(1, len(batches) - args.steps)
         return batches[start:start + args.steps]

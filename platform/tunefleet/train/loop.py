@@ -36,8 +36,8 @@ from ..tasks import IGNORE, Task, TokenizedSplit, get_task
 from .batching import collate, eval_batches, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .dropout import use_fast_dropout
-from .onednn import use_onednn_linear
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
+from .onednn import use_onednn_linear
 from .peft import apply_lora, is_adapted, merged_copy, parameter_counts
 from .runlog import RunLogger
 from .session import Session
@@ -138,7 +138,7 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # Dropout masks from 16-bit random numbers: a quarter of bernoulli_'s draws, ~5% of an fp32
         # step on a CPU (train/dropout.py). A GPU's own dropout is already one fused kernel.
         use_fast_dropout(model)
-        # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~20% of an fp32
+        # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~13% of an fp32
         # evaluation on the EPYC (train/onednn.py); bf16 under autocast reaches oneDNN already.
         use_onednn_linear(model)
     if cfg.gradient_checkpointing:
