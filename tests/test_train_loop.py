@@ -352,6 +352,89 @@ def test_a_killed_worker_resumes_from_the_checkpoint_where_it_left_off(classifie
     assert resumed["weights_sha256"] == summary(reference)["weights_sha256"]
 
 
+# --------------------------------------------------------------------------------------------------
+# One worker in one Ray task (`tunefleet train`'s path for one worker, no Ray Train)
+
+
+def _instrumented_task_loop(record_dir: str, crash_after_first_checkpoint: bool = False):
+    """`run_loop` for `trainer.fit_in_task`, recording every report and each attempt's summary under
+    `record_dir`; with `crash_after_first_checkpoint` the first attempt SIGKILLs its own process once
+    its session has kept the first checkpoint, as a machine loss would."""
+
+    def loop(config: dict[str, Any], session: Any) -> dict[str, Any]:
+        from tunefleet.train.loop import run_loop
+
+        record = Path(record_dir)
+        attempt = 2 if (record / "crashed").exists() else 1
+        real_report = session.report
+
+        def report(metrics, checkpoint):
+            with open(record / "reports-rank0.jsonl", "a") as out:
+                out.write(json.dumps({"attempt": attempt, "checkpoint": checkpoint is not None, **metrics}) + "\n")
+            real_report(metrics, checkpoint)
+            if crash_after_first_checkpoint and checkpoint is not None and attempt == 1:
+                (record / "crashed").touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        session.report = report
+        summary = run_loop(config, session)
+        (record / f"summary-rank0-attempt{attempt}.json").write_text(json.dumps(summary))
+        return summary
+
+    return loop
+
+
+def fit_in_task(spec: Spec, record_dir: Path, crash: bool = False) -> tuple[dict[str, Any], trainer.PreparedData]:
+    import ray
+
+    record_dir.mkdir(parents=True, exist_ok=True)
+    prepared = trainer.prepare_data(spec)
+    summary = trainer.fit_in_task(spec, ray.put(prepared.arrays()), prepared.splits.label_names,
+                                  f"{spec.name}-{record_dir.name}", None,
+                                  loop=_instrumented_task_loop(str(record_dir), crash))
+    return summary, prepared
+
+
+@pytest.mark.slow
+def test_a_one_worker_task_killed_mid_run_resumes_and_ends_like_the_uninterrupted_ray_train_run(
+        classifier_run, tiny_model, tmp_path):
+    spec_ref, _, _, reference = classifier_run
+    spec = spec_for(tiny_model, tmp_path / "runs", resources={"max_failures": 1})
+    assert trainer.trains_in_task(spec) and spec.train == spec_ref.train
+    result, prepared = fit_in_task(spec, tmp_path / "record", crash=True)
+    assert (tmp_path / "record" / "crashed").exists()
+
+    seen = reports(tmp_path / "record")
+    steps = len(train_batches(prepared.tokenized["train"], 8, 0, 0, 0, 1, True))  # per epoch
+    # Ray ran the task again after its process was killed; attempt 2 resumed from the checkpoint of
+    # epoch 1 with the step counter and the schedule carried over, as Ray Train's restart does.
+    assert [(r["attempt"], r["epoch"], r["step"]) for r in seen] == [
+        (1, 1.0, steps)] + [(2, float(epoch), epoch * steps) for epoch in range(2, spec.train.epochs + 1)]
+    assert [r["lr"] for r in seen] == [r["lr"] for r in reports(reference)]
+    # The same loop in a plain Ray task, killed and resumed, ends with exactly the weights of the
+    # uninterrupted run on Ray Train.
+    assert summary(tmp_path / "record", attempt=2)["weights_sha256"] == summary(reference)["weights_sha256"]
+    # The run's folder holds the best checkpoint (the highest validation accuracy reported), and the
+    # test metrics are that checkpoint's.
+    assert result["checkpoint"] == str(tmp_path / "runs" / f"{spec.name}-record" / "checkpoint")
+    best = max(r["val_accuracy"] for r in seen)
+    assert result["validation"]["accuracy"] == pytest.approx(best)
+    assert read_meta(result["checkpoint"])["epoch"] == next(r["epoch"] for r in seen if r["val_accuracy"] == best)
+    assert result["test"]["accuracy"] == pytest.approx(
+        trainer.score_checkpoint(result["checkpoint"], prepared.tokenized["test"])["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_one_worker_task_killed_with_no_retries_left_fails_naming_max_failures(ray_cluster, tiny_model, tmp_path):
+    spec = spec_for(tiny_model, tmp_path / "runs", train={"epochs": 2}, resources={"max_failures": 0})
+    with pytest.raises(trainer.TrainingFailed, match=r"failed 1 time\(s\) \(resources.max_failures: 0\)") as failed:
+        fit_in_task(spec, tmp_path / "record", crash=True)
+    # Its checkpoint of epoch 1 is kept, and named in the error.
+    kept = tmp_path / "runs" / f"{spec.name}-record" / "checkpoint"
+    assert str(kept) in str(failed.value) and read_meta(kept)["epoch"] == 1.0
+    assert [r["attempt"] for r in reports(tmp_path / "record")] == [1]
+
+
 @pytest.mark.parametrize("grad, max_norm, expected", [
     # |g| = 5 > 1: clipped to [0.6, 0.8]. Fused AdamW's first step with lr 1, eps 1, no decay moves each
     # weight by -g / (|g| + 1): -0.6 / 1.6 and -0.8 / 1.8.
@@ -394,3 +477,16 @@ def test_the_validation_loss_is_the_mean_over_labelled_tokens_whatever_the_batch
     for batch_size in (1, 2):  # evaluation batches of 2: [A, B], [C]; then of 4: all three in one
         scores = loop.evaluate(model, split, task, labels, batch_size, torch.device("cpu"), "fp32", tokenizer.pad_token_id)
         assert scores["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("workers, runner, storage, in_task", [
+    (1, "auto", "runs", True),
+    (1, "in_trial", "runs", True),
+    (1, "ray_train", "runs", False),  # asked for Ray Train
+    (2, "auto", "runs", False),  # several workers need Ray Train's worker group
+    (1, "auto", "s3://bucket/runs", False),  # Ray Train uploads checkpoints to a URI; the task writes a folder
+])
+def test_which_runs_train_in_one_ray_task(tiny_model, tmp_path, workers, runner, storage, in_task):
+    spec = spec_for(tiny_model, tmp_path / storage if "://" not in storage else storage,
+                    resources={"workers": workers}, search={"trial_runner": runner})
+    assert trainer.trains_in_task(spec) is in_task

@@ -220,7 +220,8 @@ class SearchConfig(_Frozen):
     # Where a trial trains. in_trial: in the Tune trial's own process, which the next trial reuses
     # (no Train controller, worker group or fresh imports per trial: about 20 s less per trial on
     # 2 cores, benchmarks/RESULTS.md); only for one worker. ray_train: a Ray Train run per trial, as
-    # for several workers. auto: in_trial for one worker, ray_train for more.
+    # for several workers. auto: in_trial for one worker, ray_train for more. `tunefleet train`
+    # follows it too: in_trial (auto's choice for one worker) trains in one Ray task (train/launch.py).
     trial_runner: Literal["auto", "in_trial", "ray_train"] = "auto"
     # Second objectives, lower is better, beside the metric (search/pareto.py): `latency_ms` (median
     # time for the trial's model to answer one validation example alone, on the trial's device) and

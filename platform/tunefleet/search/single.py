@@ -1,6 +1,7 @@
 """`tunefleet train`: one run with the spec's fixed hyperparameters, tracked as one MLflow run.
 
-The smallest search there is: the spec's own point, trained once on Ray Train and tracked.
+The smallest search there is: the spec's own point, trained once and tracked: in one Ray task for
+one worker, on Ray Train for several (`train.launch`).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from typing import Any, Sequence
 from .. import plugins
 from ..cluster import PlanError, plan_resources, start_ray, storage_uri
 from ..spec import Spec, parse_duration, spec_from_dict
-from ..train.launch import prepare_data
+from ..train.launch import prepare_data, trains_without_ray_train
 from ..train.models import quiet_transformers
 from . import extend as extension
 from .extend import ExtendError
@@ -132,8 +132,7 @@ def _run_trial(config: dict[str, Any], base_spec: dict[str, Any], data_ref: Any,
 
 def trains_in_trial(spec: Spec) -> bool:
     """Whether a trial of this spec trains in the Tune trial's own process (`search.trial_runner`)."""
-    runner = spec.search.trial_runner
-    return runner == "in_trial" or (runner == "auto" and spec.resources.workers == 1)
+    return trains_without_ray_train(spec)
 
 
 def _trial_resources(spec: Spec) -> dict[str, float]:

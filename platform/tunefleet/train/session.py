@@ -11,6 +11,7 @@ sessions exist:
 - `LocalSession`: without Ray, in one process or under `torchrun` (which sets RANK, WORLD_SIZE and
   LOCAL_RANK): `torch.distributed` for DDP, and a folder that keeps the best checkpoint and every
   report. It keeps the loop debuggable with a plain debugger, and runnable where Ray is not installed.
+  A one-worker `tunefleet train` uses it too, inside one Ray task (`launch.fit_in_task`).
 """
 
 from __future__ import annotations
@@ -125,16 +126,18 @@ class LocalSession:
         output_dir: where rank 0 keeps `checkpoint/` (the best so far) and `reports.jsonl`.
         resume_from: a checkpoint folder to resume from (its training state included), or None.
         device: a torch device string; None picks cuda:LOCAL_RANK when a GPU is there, else cpu.
+        rank, world: this process's place; None reads torchrun's RANK and WORLD_SIZE (default 0 of 1).
     """
 
-    def __init__(self, output_dir: str | Path, resume_from: str | Path | None = None, device: str | None = None):
+    def __init__(self, output_dir: str | Path, resume_from: str | Path | None = None, device: str | None = None,
+                 rank: int | None = None, world: int | None = None):
         import socket
 
         import torch
 
         self.output_dir = Path(output_dir)
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+        self.world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.node_id = socket.gethostname()
         self._resume_from = resume_from
