@@ -27,7 +27,7 @@ from ..data import DataSplits, load_data
 from ..spec import Spec, spec_from_dict
 from ..tasks import TokenizedSplit, get_task
 from .checkpoint import META_FILE, load_for_inference, read_meta
-from .loop import TrainingOutOfMemory, evaluate_examples, run_loop, train_loop_per_worker
+from .loop import TrainingOutOfMemory, evaluate_examples, fetch_splits, run_loop, train_loop_per_worker
 from .models import load_tokenizer, resolve_precision
 from .peft import check_lora
 from .tokenized import tokenize_splits
@@ -220,7 +220,6 @@ def _train_in_task(config: dict[str, Any], run_dir: str, loop: Callable[..., dic
     import ray
     import torch
 
-    from .loop import _fetch
     from .session import LocalSession
 
     folder = Path(run_dir)
@@ -235,7 +234,7 @@ def _train_in_task(config: dict[str, Any], run_dir: str, loop: Callable[..., dic
     if summary.get("diverged") or session.checkpoint is None:
         return summary
     spec = spec_from_dict(config["spec"])
-    test = score_checkpoint(str(session.checkpoint), _fetch(config["data"])["test"], spec.train.batch_size * 2)
+    test = score_checkpoint(str(session.checkpoint), fetch_splits(config["data"])["test"], spec.train.batch_size * 2)
     return summary | {"checkpoint": str(session.checkpoint), "validation": read_meta(session.checkpoint)["validation"],
                       "test": test}
 

@@ -67,7 +67,7 @@ def run_loop(config: dict[str, Any], session: Session) -> dict[str, Any]:
     """
     quiet_transformers()
     spec = spec_from_dict(config["spec"])
-    data = _fetch(config["data"])
+    data = fetch_splits(config["data"])
     device = session.device()
     retries: list[str] = []
     try:
@@ -545,7 +545,7 @@ def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") else model
 
 
-def _fetch(data: Any) -> dict[str, TokenizedSplit]:
+def fetch_splits(data: Any) -> dict[str, TokenizedSplit]:
     """The tokenized splits, from a Ray object ref (the normal case under Ray) or given inline."""
     if type(data).__name__ == "ObjectRef":
         import ray
