@@ -479,6 +479,32 @@ def test_the_validation_loss_is_the_mean_over_labelled_tokens_whatever_the_batch
         assert scores["loss"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
+def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_model, tmp_path):
+    import _thread
+    import threading
+
+    # Many epochs of the tiny model (a fraction of a second each): the run is far from done when
+    # the interrupt comes after its first report.
+    spec = spec_for(tiny_model, tmp_path / "runs", train={"epochs": 200})
+    kept = tmp_path / "runs" / f"{spec.name}-record" / "reports.jsonl"
+
+    def press_ctrl_c_after_the_first_report() -> None:
+        deadline = time.monotonic() + 120
+        while not kept.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C does to the driver waiting in ray.get
+
+    threading.Thread(target=press_ctrl_c_after_the_first_report, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        fit_in_task(spec, tmp_path / "record")
+    # The task was cancelled: no epoch is reported after a few seconds more, far fewer than 200 in all.
+    time.sleep(1.0)
+    reported = len(kept.read_text().splitlines())
+    time.sleep(4.0)
+    assert len(kept.read_text().splitlines()) == reported < 50
+
+
 @pytest.mark.parametrize("workers, runner, storage, in_task", [
     (1, "auto", "runs", True),
     (1, "in_trial", "runs", True),
