@@ -484,9 +484,9 @@ def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_
     import _thread
     import threading
 
-    # Many epochs of the tiny model (a fraction of a second each): the run is far from done when
-    # the interrupt comes after its first report.
-    spec = spec_for(tiny_model, tmp_path / "runs", train={"epochs": 200})
+    # Many epochs of the tiny model (0.2-1 s each): the run is far from done when the interrupt
+    # comes after its first report.
+    spec = spec_for(tiny_model, tmp_path / "runs", train={"epochs": 100})
     kept = tmp_path / "runs" / f"{spec.name}-record" / "reports.jsonl"
 
     def press_ctrl_c_after_the_first_report() -> None:
@@ -495,9 +495,15 @@ def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_
             time.sleep(0.05)
         _thread.interrupt_main()  # what Ctrl-C does to the driver waiting in ray.get
 
-    threading.Thread(target=press_ctrl_c_after_the_first_report, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        fit_in_task(spec, tmp_path / "record")
+    # Python's own Ctrl-C handler, as the `tunefleet` command has: pytest-xdist's worker processes
+    # ignore SIGINT, and `interrupt_main` does nothing where it is ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=press_ctrl_c_after_the_first_report, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            fit_in_task(spec, tmp_path / "record")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # The task was cancelled: no epoch is reported after a few seconds more, far fewer than 200 in all.
     time.sleep(1.0)
     reported = len(kept.read_text().splitlines())
