@@ -123,22 +123,23 @@ def pytest_make_collect_report(collector):
     return report
 
 
-# Seconds each slow file took in a run of the suite (two xdist processes, 2 cores, 2026-12-02, session
-# 16; see benchmarks/RESULTS.md). `--dist loadfile` hands files to the two processes in collection
-# order, one at a time as each becomes free: in alphabetical order the real-MiniLM test and the
-# PostgreSQL sweeps came last and ran for three minutes after everything else had finished.
+# Seconds each slow file took in a run of the suite (two xdist processes, 2 cores, 2026-12-03, session
+# 20, after a one-worker `tunefleet train` left Ray Train; see benchmarks/RESULTS.md). `--dist
+# loadfile` hands files to the two processes in collection order, one at a time as each becomes free:
+# in alphabetical order the real-MiniLM test and the PostgreSQL sweeps came last and ran for three
+# minutes after everything else had finished.
 # Longest first, the last files to start are short ones, and the two processes end together.
 # xdist re-sorts files by their number of tests unless told not to (`--no-loadscope-reorder`), which
 # undid this order: the two-node and PostgreSQL files, with few tests, ran last. pytest_configure
 # below turns the re-sort off in the conftest, so that any `pytest -n` run keeps this order.
 # A file missing here counts as short; the figures only order files, no test depends on them.
 FILE_SECONDS = {
-    "test_search.py": 297, "test_watch.py": 221, "test_multinode.py": 198, "test_real_model.py": 160,
-    "test_train_loop.py": 147, "test_tasks.py": 137, "test_serve.py": 121, "test_extend.py": 87,
-    "test_postgres.py": 83, "test_families.py": 78, "test_tracking.py": 77, "test_registry.py": 73,
-    "test_faults.py": 72, "test_oom.py": 60, "test_searchers.py": 52, "test_gpu_plan.py": 41,
-    "test_warm_start.py": 35, "test_peft.py": 29, "test_cli.py": 24, "test_report.py": 23, "test_progress.py": 22,
-    "test_security.py": 21, "test_pareto.py": 16, "test_bad_input.py": 12,
+    "test_search.py": 241, "test_watch.py": 213, "test_train_loop.py": 200, "test_multinode.py": 160,
+    "test_extend.py": 131, "test_tasks.py": 125, "test_serve.py": 99, "test_faults.py": 93,
+    "test_registry.py": 86, "test_postgres.py": 86, "test_searchers.py": 81, "test_oom.py": 73,
+    "test_tracking.py": 73, "test_families.py": 69, "test_real_model.py": 55, "test_warm_start.py": 44,
+    "test_report.py": 42, "test_gpu_plan.py": 41, "test_progress.py": 37, "test_peft.py": 34,
+    "test_pareto.py": 28, "test_security.py": 10, "test_cli.py": 9, "test_bad_input.py": 8,
 }
 
 
