@@ -5,8 +5,9 @@ schedule), maybe resume, then loop epochs of training with evaluation, early sto
 and reporting. Where it runs is the `session`'s business (`train.session`): under Ray Train
 (`train_loop_per_worker`, what `TorchTrainer` starts on every worker) the session is Ray's context,
 checkpoints and reports; in a sweep's one-worker trial (`search.sweep.run_trial`) it is Tune's
-checkpoints and `ray.tune.report`; without Ray (`train.local`, one process or `torchrun` for DDP) it is
-`torch.distributed` and a folder. Workers train on disjoint shards and evaluate on disjoint shards
+checkpoints and `ray.tune.report`; without Ray (`train.local`, one process or `torchrun` for DDP), and
+in a one-worker `tunefleet train`'s Ray task (`train.launch.fit_in_task`), it is `torch.distributed`
+(for several processes) and a folder. Workers train on disjoint shards and evaluate on disjoint shards
 whose predictions are gathered, so every worker computes the same metric and takes the same
 early-stopping decision.
 
