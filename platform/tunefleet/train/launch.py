@@ -146,20 +146,21 @@ def fit_and_score(spec: Spec, prepared: PreparedData, run_name: str, tracking: d
     }
 
 
-def _check_outcome(spec: Spec, summary: dict[str, Any]) -> None:
+def _check_outcome(spec: Spec, summary: dict[str, Any], checkpoint: Any) -> None:
+    """Raise what the loop's summary and the run's best checkpoint (None: none published) say went wrong."""
     if summary.get("out_of_memory"):
         raise TrainingOutOfMemory(f"{spec.name}: {summary['diverged']}")
     if summary.get("diverged"):
         raise TrainingDiverged(f"{spec.name}: training diverged: {summary['diverged']}")
+    if checkpoint is None:
+        raise RuntimeError(f"{spec.name}: the run published no checkpoint; see the worker logs above")
 
 
 def _fit_on_ray_train(spec: Spec, data_ref: Any, prepared: PreparedData, run_name: str,
                       tracking: dict[str, Any] | None) -> dict[str, Any]:
     result = build_trainer(spec, data_ref, prepared.splits.label_names, run_name, tracking=tracking).fit()
     summary = result.return_value or {}
-    _check_outcome(spec, summary)
-    if result.checkpoint is None:
-        raise RuntimeError(f"{spec.name}: the run published no checkpoint; see the worker logs above")
+    _check_outcome(spec, summary, result.checkpoint)
     with result.checkpoint.as_directory() as folder:
         test = score_checkpoint(folder, prepared.tokenized["test"], spec.train.batch_size * 2)
         validation = read_meta(folder)["validation"]
@@ -208,9 +209,7 @@ def fit_in_task(spec: Spec, data_ref: Any, label_names: list[str], run_name: str
             f"(resources.max_failures: {res.max_failures}): {first}. The best checkpoint so far, if any, "
             f"is in {run_dir / 'checkpoint'}; the Ray session logs (/tmp/ray/session_latest/logs) say why "
             "the process ended.") from None
-    _check_outcome(spec, summary)
-    if summary.get("checkpoint") is None:
-        raise RuntimeError(f"{spec.name}: the run published no checkpoint; see the worker logs above")
+    _check_outcome(spec, summary, summary.get("checkpoint"))
     return summary
 
 
