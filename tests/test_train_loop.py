@@ -197,8 +197,7 @@ def _instrumented_loop(record_dir: str, crash_after_first_checkpoint: bool = Fal
         real_report = ray.train.report
 
         def report(metrics, checkpoint=None, **kwargs):
-            with open(record / f"reports-rank{rank}.jsonl", "a") as out:
-                out.write(json.dumps({"attempt": attempt, "checkpoint": checkpoint is not None, **metrics}) + "\n")
+            _record_report(record, rank, attempt, metrics, checkpoint)
             real_report(metrics, checkpoint=checkpoint, **kwargs)
             if crash_after_first_checkpoint and checkpoint is not None and attempt == 1:
                 snapshot = Path(ray.train.get_context().get_storage().checkpoint_manager_snapshot_path)
@@ -215,10 +214,21 @@ def _instrumented_loop(record_dir: str, crash_after_first_checkpoint: bool = Fal
             ray.train.report = real_report
         summary["backend"] = dist.get_backend() if dist.is_initialized() else None
         summary["world_size"] = ray.train.get_context().get_world_size()
-        (record / f"summary-rank{rank}-attempt{attempt}.json").write_text(json.dumps(summary))
+        _record_summary(record, rank, attempt, summary)
         return summary
 
     return loop
+
+
+def _record_report(record: Path, rank: int, attempt: int, metrics: dict[str, Any], checkpoint: Any) -> None:
+    """One report as `reports` reads it back."""
+    with open(record / f"reports-rank{rank}.jsonl", "a") as out:
+        out.write(json.dumps({"attempt": attempt, "checkpoint": checkpoint is not None, **metrics}) + "\n")
+
+
+def _record_summary(record: Path, rank: int, attempt: int, loop_summary: dict[str, Any]) -> None:
+    """What the loop returned, as `summary` reads it back."""
+    (record / f"summary-rank{rank}-attempt{attempt}.json").write_text(json.dumps(loop_summary))
 
 
 def fit(spec: Spec, record_dir: Path, crash: bool = False) -> tuple[Any, trainer.PreparedData]:
@@ -369,8 +379,7 @@ def _instrumented_task_loop(record_dir: str, crash_after_first_checkpoint: bool 
         real_report = session.report
 
         def report(metrics, checkpoint):
-            with open(record / "reports-rank0.jsonl", "a") as out:
-                out.write(json.dumps({"attempt": attempt, "checkpoint": checkpoint is not None, **metrics}) + "\n")
+            _record_report(record, 0, attempt, metrics, checkpoint)
             real_report(metrics, checkpoint)
             if crash_after_first_checkpoint and checkpoint is not None and attempt == 1:
                 (record / "crashed").touch()
@@ -378,7 +387,7 @@ def _instrumented_task_loop(record_dir: str, crash_after_first_checkpoint: bool 
 
         session.report = report
         summary = run_loop(config, session)
-        (record / f"summary-rank0-attempt{attempt}.json").write_text(json.dumps(summary))
+        _record_summary(record, 0, attempt, summary)
         return summary
 
     return loop
@@ -504,7 +513,7 @@ def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_
             fit_in_task(spec, tmp_path / "record")
     finally:
         signal.signal(signal.SIGINT, previous)
-    # The task was cancelled: no epoch is reported after a few seconds more, far fewer than 200 in all.
+    # The task was cancelled: no epoch is reported after a few seconds more, far fewer than the 100 planned.
     time.sleep(1.0)
     reported = len(kept.read_text().splitlines())
     time.sleep(4.0)
