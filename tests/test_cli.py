@@ -73,6 +73,24 @@ def test_train_prints_the_summary_as_the_last_line(ray_cluster, tiny_model, tmp_
     assert summary["train_tokens_per_second"] > 0
 
 
+@pytest.mark.slow
+def test_two_runs_of_one_spec_started_in_the_same_second_keep_their_own_folders(ray_cluster, tiny_model, tmp_path,
+                                                                                  capsys, monkeypatch):
+    # Runs are named by the second; a scheduler or a shell loop can start two in one. Frozen clock:
+    # both runs ask for the same name.
+    monkeypatch.setattr(single.time, "strftime", lambda *a: "20261203-120000")
+    spec = write_spec(tmp_path, tiny_model)
+    checkpoints = []
+    for seed in (1, 2):
+        assert cli.main(["train", str(spec), "--set", f"train.seed={seed}"]) == 0
+        checkpoints.append(Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checkpoint"]))
+    runs = tmp_path / "runs"
+    assert checkpoints == [runs / "cli-tiny-train-20261203-120000" / "checkpoint",
+                           runs / "cli-tiny-train-20261203-120000-2" / "checkpoint"]
+    # Each kept its own model: the second did not resume from (or overwrite) the first's checkpoint.
+    assert [read_meta(c)["spec"]["train"]["seed"] for c in checkpoints] == [1, 2]
+
+
 def conll_with_a_missing_tag(tmp: Path) -> dict[str, Any]:
     path = tmp / "train.txt"
     path.write_text("EU B-ORG\nrejects\n. O\n")

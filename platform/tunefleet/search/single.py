@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from ..tracking import runs as tracking
-from ..cluster import plan_resources, start_ray
+from ..cluster import plan_resources, start_ray, storage_uri
 from ..spec import Spec
 from ..train.launch import fit_and_score, prepare_data
 
@@ -27,7 +28,6 @@ def run_train(spec: Spec, run_name: str | None = None) -> dict[str, Any]:
     Raises:
         TrackingError: the tracking store is unreachable (before any training).
     """
-    run_name = run_name or f"{spec.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
     # Bad input (an unreachable store, bad data, a plan the cluster cannot host) is refused before
     # anything is written to MLflow; only then the run is created.
     if spec.tracking.enabled:
@@ -36,6 +36,7 @@ def run_train(spec: Spec, run_name: str | None = None) -> dict[str, Any]:
     log.info("data: %s", {k: len(v) for k, v in prepared.tokenized.items()})
     start_ray(spec)
     plan_resources(spec)
+    run_name = run_name or claim_run_name(spec)
     target = tracking.start_single_run(spec, run_name)
     try:
         summary = fit_and_score(spec, prepared, run_name, target.to_config() if target else None)
@@ -49,3 +50,26 @@ def run_train(spec: Spec, run_name: str | None = None) -> dict[str, Any]:
         summary["mlflow"] = target.summary() | {"error": f"tracking: could not finish run {target.run_id} "
                                                           f"({reason}); the checkpoint is {summary['checkpoint']}"}
     return summary
+
+
+def claim_run_name(spec: Spec) -> str:
+    """A new run's name, `<spec name>-train-<YYYYmmdd-HHMMSS>`, and (storage in a folder) its folder.
+
+    Runs are named by the second, so two runs of one spec started in the same second (a scheduler,
+    a shell loop) would share a folder, and the second would find the first's checkpoint. Creating
+    the folder claims the name atomically; a name already taken gets `-2`, `-3`, ... A URI storage
+    path (s3://, gs://) cannot be claimed so, and keeps the plain name.
+    """
+    base = f"{spec.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = storage_uri(spec)
+    if "://" in storage:
+        return base
+    Path(storage).mkdir(parents=True, exist_ok=True)
+    name, attempt = base, 1
+    while True:
+        try:
+            (Path(storage) / name).mkdir()
+            return name
+        except FileExistsError:
+            attempt += 1
+            name = f"{base}-{attempt}"
