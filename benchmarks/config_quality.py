@@ -96,10 +96,11 @@ def run_tunefleet(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]
     from tunefleet.train.models import resolve_precision
 
     torch.set_num_threads(args.cpus)
+    # The data section is the same for every seed (only `train` changes): read and tokenize it once.
+    prepared = prepare_data(spec_from_dict(spec_dict(args, folder / "runs", args.seeds[0])))
     runs = []
     for seed in args.seeds:
         spec = spec_from_dict(spec_dict(args, folder / "runs", seed))
-        prepared = prepare_data(spec)
         summary = train_local(spec, folder / f"seed-{seed}", prepared=prepared)
         runs.append({"seed": seed, "val_f1": [h["val_f1"] for h in summary["history"]],
                      "test_f1": summary["metrics"]["test"]["f1"], "train_seconds": summary["train_seconds"],
@@ -111,18 +112,15 @@ def run_tunefleet(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]
 def run_trainer(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
     import torch
     import transformers
-    from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
     from tunefleet.spec import spec_from_dict
-    from tunefleet.tasks import get_task
     from tunefleet.train.launch import prepare_data
     from tunefleet.train.models import load_tokenizer, resolve_model_path
 
     torch.set_num_threads(args.cpus)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    task = get_task(work.TASK)
     prepared = prepare_data(spec_from_dict(spec_dict(args, folder / "unused", 0)))
     label_names = prepared.splits.label_names
     train, validation, test = (prepared.tokenized[name] for name in ("train", "validation", "test"))
@@ -130,17 +128,7 @@ def run_trainer(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
     path = resolve_model_path(work.MODEL)
 
     def model_init() -> Any:
-        return AutoModelForTokenClassification.from_pretrained(
-            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={label: i for i, label in enumerate(label_names)},
-            **dict.fromkeys(("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
-                            args.dropout))
-
-    def entity_f1(split: Any) -> Any:
-        def compute_metrics(prediction: Any) -> dict[str, float]:
-            predicted = task.predictions(prediction.predictions, prediction.label_ids)
-            return {"f1": task.score(predicted, split, list(range(len(split))), label_names)["f1"]}
-        return compute_metrics
+        return work.trainer_model(path, label_names, args.dropout)
 
     class KeepBest(TrainerCallback):
         def __init__(self) -> None:
@@ -164,14 +152,14 @@ def run_trainer(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
         # depends on the seed as tunefleet's does.
         trainer = Trainer(model_init=model_init, args=arguments, train_dataset=work.rows(train),
                           eval_dataset=work.rows(validation), data_collator=collator,
-                          compute_metrics=entity_f1(validation), callbacks=[keep])
+                          compute_metrics=work.entity_f1(validation, label_names), callbacks=[keep])
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
         model = model_init()
         model.load_state_dict(keep.best_state)
         scorer = Trainer(model=model, args=arguments, eval_dataset=work.rows(test), data_collator=collator,
-                         compute_metrics=entity_f1(test))
+                         compute_metrics=work.entity_f1(test, label_names))
         runs.append({"seed": seed, "val_f1": keep.val_f1,
                      "test_f1": scorer.evaluate(metric_key_prefix="test")["test_f1"],
                      "train_seconds": round(seconds, 2), "precision": "fp32"})

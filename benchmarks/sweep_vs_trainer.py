@@ -267,18 +267,15 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
     import optuna
     import torch
     import transformers
-    from transformers import (AutoModelForTokenClassification, DataCollatorForTokenClassification, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
     from tunefleet.spec import spec_from_dict
-    from tunefleet.tasks import get_task
     from tunefleet.train.launch import prepare_data
     from tunefleet.train.models import load_tokenizer, resolve_model_path
 
     torch.set_num_threads(args.cpus)
     transformers.logging.set_verbosity_error()  # the fresh head's "newly initialized" warning, per trial
     transformers.logging.disable_progress_bar()
-    task = get_task(TASK)
     spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "unused", args.seed))
     path = resolve_model_path(MODEL)
 
@@ -309,25 +306,12 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
 
     def model_init(trial: Any) -> Any:
         # Called once with None when the Trainer is built, then once per trial (before hp_space).
-        dropout = {} if trial is None else dict.fromkeys(
-            ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
-            trial.suggest_float("dropout", *DROPOUT))
-        return AutoModelForTokenClassification.from_pretrained(
-            path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={label: i for i, label in enumerate(label_names)}, **dropout)
+        return trainer_model(path, label_names, None if trial is None else trial.suggest_float("dropout", *DROPOUT))
 
     def hp_space(trial: Any) -> dict[str, Any]:
         return {"learning_rate": trial.suggest_float("learning_rate", *LR, log=True),
                 "weight_decay": trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True),
                 "num_train_epochs": trial.suggest_categorical("num_train_epochs", list(args.epochs))}
-
-    def entity_f1(split: Any) -> Any:
-        def compute_metrics(prediction: Any) -> dict[str, float]:
-            # Trainer pads logits and labels across batches with -100; predictions() keeps labelled places.
-            predicted = task.predictions(prediction.predictions, prediction.label_ids)
-            scores = task.score(predicted, split, list(range(len(split))), label_names)
-            return {k: scores[k] for k in ("f1", "precision", "recall")}
-        return compute_metrics
 
     recorder = BestSoFar()
     with tempfile.TemporaryDirectory() as output_dir:
@@ -341,7 +325,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
                                       disable_tqdm=True, bf16=args.trainer_bf16)
         collator = DataCollatorForTokenClassification(tokenizer)
         trainer = Trainer(model_init=model_init, args=arguments, train_dataset=rows(train), eval_dataset=rows(validation),
-                          data_collator=collator, compute_metrics=entity_f1(validation), callbacks=[recorder])
+                          data_collator=collator, compute_metrics=entity_f1(validation, label_names), callbacks=[recorder])
         steps_per_epoch = math.ceil(len(train) / BATCH_SIZE)
         if args.trainer_recipe == "docs":
             sampler, pruner = optuna.samplers.TPESampler(seed=args.seed), optuna.pruners.SuccessiveHalvingPruner()
@@ -357,7 +341,7 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
             model = model_init(None)
             model.load_state_dict(recorder.best_state)
             scorer = Trainer(model=model, args=arguments, eval_dataset=rows(test), data_collator=collator,
-                             compute_metrics=entity_f1(test))
+                             compute_metrics=entity_f1(test, label_names))
             test_f1 = scorer.evaluate(metric_key_prefix="test")["test_f1"]
         wall = time.perf_counter() - recorder.started - recorder.excluded
     # A trial's last evaluation is its last epoch: the pruner stops trials only right after one.
@@ -372,6 +356,33 @@ def run_trainer(args: argparse.Namespace) -> dict[str, Any]:
         best_run={"run_id": best_run.run_id, "objective": best_run.objective,
                   "hyperparameters": best_run.hyperparameters},
         trial_hyperparameters=recorder.trials)
+
+
+def trainer_model(path: str, label_names: list[str], dropout: float | None) -> Any:
+    """The Trainer side's model: MiniLM with a fresh token-classification head, and `dropout` (None:
+    the config's own) on every dropout field MiniLM's config has, as tunefleet's `build_model` sets it."""
+    from transformers import AutoModelForTokenClassification
+
+    fields = {} if dropout is None else dict.fromkeys(
+        ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"), dropout)
+    return AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={label: i for i, label in enumerate(label_names)}, **fields)
+
+
+def entity_f1(split: Any, label_names: list[str]) -> Any:
+    """The Trainer's `compute_metrics` for `split`: entity F1, precision and recall by tunefleet's
+    token-classification task, the code that scores tunefleet's side."""
+    from tunefleet.tasks import get_task
+
+    task = get_task(TASK)
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        # Trainer pads logits and labels across batches with -100; predictions() keeps labelled places.
+        predicted = task.predictions(prediction.predictions, prediction.label_ids)
+        scores = task.score(predicted, split, list(range(len(split))), label_names)
+        return {k: scores[k] for k in ("f1", "precision", "recall")}
+    return compute_metrics
 
 
 def rows(split: Any) -> list[dict[str, list[int]]]:
