@@ -134,3 +134,13 @@ def test_collate_gives_one_label_per_example_for_classification():
     assert batch["input_ids"][0].tolist() == [1001, 1002, 99, 99, 99, 99]
     assert batch["attention_mask"].sum(1).tolist() == [2, 6]
     assert batch["labels"].tolist() == [1, 2]
+
+
+def test_an_average_batch_of_a_token_task_holds_the_split_s_labelled_tokens_per_example_times_the_batch_size():
+    from tunefleet.train.batching import expected_targets
+
+    # Three examples of 3, 3 and 6 tokens; [CLS], [SEP] and the second pieces of words are IGNORE,
+    # which leaves 1, 1 and 4 labelled tokens: 2 per example, 8 in a batch of 4.
+    labels = np.array([IGNORE, 1, IGNORE, IGNORE, 2, IGNORE, IGNORE, 0, 0, IGNORE, 0, 1], dtype=np.int64)
+    split = TokenizedSplit(ids=np.arange(12, dtype=np.int32), offsets=np.array([0, 3, 6, 12]), labels=labels)
+    assert expected_targets(split, 4) == 8.0

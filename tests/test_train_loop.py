@@ -488,6 +488,39 @@ def test_the_validation_loss_is_the_mean_over_labelled_tokens_whatever_the_batch
         assert scores["loss"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_every_labelled_token_weighs_the_same_in_the_training_loss_whatever_batch_it_is_in(tmp_path):
+    """The lexicon model (as above) trains one epoch on four sentences in two batches of two, all in
+    one optimizer step (accumulation over both batches, no dropout), so both batches' losses are taken
+    at the lexicon's weights and the epoch's train_loss is worked out by hand. With x = ln(4/3) (a
+    right tag) and y = ln 8 (a wrong one): A "john" B-PER (x), B "the" B-PER (y), C "the cat" (2x),
+    D "the cat sat down on it" (6x). Over the 10 labelled tokens: (9x + y) / 10 = 0.4669, the
+    gradient's weighting too, since the reported loss is the very tensor backpropagated. A mean of
+    the two batches' means, whichever pairs the shuffle makes, gives 0.7356 ({A,B} {C,D}), 0.4156
+    ({A,C} {B,D}) or 0.5862 ({A,D} {B,C}): one-word batches would weigh as much as long ones."""
+    from conftest import lexicon_ner_checkpoint
+
+    from tunefleet.train.local import train_local
+
+    model = lexicon_ner_checkpoint(tmp_path / "lexicon", ["O", "B-PER", "I-PER"], {"john": "B-PER"})
+    sentences = [("john", "B-PER"), ("the", "B-PER"), ("the cat", "O O"), ("the cat sat down on it", "O O O O O O")]
+    conll = "".join("".join(f"{w} {t}\n" for w, t in zip(words.split(), tags.split())) + "\n" for words, tags in sentences)
+    for name in ("train", "validation", "test"):
+        (tmp_path / f"{name}.txt").write_text(conll)
+    x, y = np.log(4 / 3), np.log(8)
+    for seed in (0, 1, 2):  # three shuffles: the pairs change, the loss does not
+        spec = spec_from_dict({
+            "name": "token-weights", "task": NER,
+            "data": {"format": "conll", **{name: str(tmp_path / f"{name}.txt") for name in ("train", "validation", "test")}},
+            "model": {"name_or_path": model, "max_length": 32},
+            "train": {"epochs": 1, "batch_size": 2, "grad_accum_steps": 2, "dropout": 0.0, "seed": seed,
+                      "precision": "fp32", "early_stopping_patience": None},
+            "resources": {"workers": 1, "cpus_per_worker": 1, "storage_path": str(tmp_path / "runs")},
+            "tracking": {"enabled": False},
+        })
+        history = train_local(spec, tmp_path / f"run-{seed}")["history"]
+        assert history[0]["train_loss"] == pytest.approx((9 * x + y) / 10, rel=1e-4)
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_model, tmp_path):
     import _thread

@@ -34,7 +34,7 @@ import torch
 
 from ..spec import Spec, spec_from_dict
 from ..tasks import IGNORE, Task, TokenizedSplit, get_task
-from .batching import collate, eval_batches, train_batches
+from .batching import collate, eval_batches, expected_targets, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .dropout import use_fast_dropout
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
@@ -229,18 +229,28 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
     model.train()
     batches = train_batches(split, cfg.batch_size, cfg.seed, epoch, run.session.rank, world, cfg.group_by_length)
+    targets_per_batch = expected_targets(split, cfg.batch_size) if run.task.per_token_labels else None
     loss_sum, loss_count, tokens, started = 0.0, 0, 0, time.perf_counter()
     for i, indices in enumerate(batches):
         run.seen.add(indices)
-        batch = to_device(collate(split, indices, run.tokenizer.pad_token_id, run.task.per_token_labels), run.device)
+        batch = collate(split, indices, run.tokenizer.pad_token_id, run.task.per_token_labels)
+        # The model's loss is a mean over the batch's targets: its examples, or for a token task its
+        # labelled tokens, 16 to 500 in a length-grouped batch of 16. Weighted by the batch's share of
+        # an average batch's targets, every labelled token counts the same in every step, so a step
+        # accumulated over several batches (grad_accum_steps, auto_batch_size's halved batches) has the
+        # gradient of one batch of them all, and a batch of one-word headlines no longer weighs as
+        # much as one of long sentences.
+        weight = int((batch["labels"] != IGNORE).sum()) / targets_per_batch if targets_per_batch else 1.0
+        batch = to_device(batch, run.device)
         last_of_step = (i + 1) % cfg.grad_accum_steps == 0 or i + 1 == len(batches)
         # DDP all-reduces gradients on every backward; while accumulating, skip that sync.
         sync = nullcontext() if last_of_step or world == 1 else model.no_sync()
         with sync:
             with autocast:
-                loss = model(**batch).loss
+                loss = model(**batch).loss * weight
             (loss / cfg.grad_accum_steps).backward()
-        loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+        # The epoch's train_loss: the mean over its targets, from the very losses the gradients came from.
+        loss_sum, loss_count = loss_sum + loss.item(), loss_count + weight
         tokens += int(batch["attention_mask"].sum())
         if not last_of_step:
             continue
@@ -259,7 +269,7 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
                 return _EpochOutcome(loss_sum / loss_count, rate, stop=True)
             model.train()
     rate = tokens * world / (time.perf_counter() - started)
-    return _EpochOutcome(loss_sum / max(1, loss_count), rate)
+    return _EpochOutcome(loss_sum / loss_count if loss_count else 0.0, rate)
 
 
 def clip_in_step(optimizer: torch.optim.Optimizer, parameters: Any, max_norm: float | None) -> torch.Tensor:
