@@ -495,8 +495,9 @@ def test_every_labelled_token_weighs_the_same_in_the_training_loss_whatever_batc
     right tag) and y = ln 8 (a wrong one): A "john" B-PER (x), B "the" B-PER (y), C "the cat" (2x),
     D "the cat sat down on it" (6x). Over the 10 labelled tokens: (9x + y) / 10 = 0.4669, the
     gradient's weighting too, since the reported loss is the very tensor backpropagated. A mean of
-    the two batches' means, whichever pairs the shuffle makes, gives 0.7356 ({A,B} {C,D}), 0.4156
-    ({A,C} {B,D}) or 0.5862 ({A,D} {B,C}): one-word batches would weigh as much as long ones."""
+    the two batches' means gives 0.7356 ({A,B} {C,D}), 0.4156 ({A,C} {B,D}) or 0.5862 ({A,D} {B,C}):
+    one-word batches would weigh as much as long ones. Without length grouping (which would always
+    pair A with B) the three seeds below shuffle the sentences into those three pairings."""
     from conftest import lexicon_ner_checkpoint
 
     from tunefleet.train.local import train_local
@@ -507,18 +508,23 @@ def test_every_labelled_token_weighs_the_same_in_the_training_loss_whatever_batc
     for name in ("train", "validation", "test"):
         (tmp_path / f"{name}.txt").write_text(conll)
     x, y = np.log(4 / 3), np.log(8)
-    for seed in (0, 1, 2):  # three shuffles: the pairs change, the loss does not
+    pairings = set()
+    for seed in (0, 1, 4):
         spec = spec_from_dict({
             "name": "token-weights", "task": NER,
             "data": {"format": "conll", **{name: str(tmp_path / f"{name}.txt") for name in ("train", "validation", "test")}},
             "model": {"name_or_path": model, "max_length": 32},
             "train": {"epochs": 1, "batch_size": 2, "grad_accum_steps": 2, "dropout": 0.0, "seed": seed,
-                      "precision": "fp32", "early_stopping_patience": None},
+                      "precision": "fp32", "group_by_length": False, "early_stopping_patience": None},
             "resources": {"workers": 1, "cpus_per_worker": 1, "storage_path": str(tmp_path / "runs")},
             "tracking": {"enabled": False},
         })
-        history = train_local(spec, tmp_path / f"run-{seed}")["history"]
+        prepared = trainer.prepare_data(spec)
+        batches = train_batches(prepared.tokenized["train"], 2, seed, 0, 0, 1, False)
+        pairings.add(frozenset(frozenset(b.tolist()) for b in batches))
+        history = train_local(spec, tmp_path / f"run-{seed}", prepared=prepared)["history"]
         assert history[0]["train_loss"] == pytest.approx((9 * x + y) / 10, rel=1e-4)
+    assert len(pairings) == 3  # every way of pairing four sentences, one loss
 
 
 @pytest.mark.slow
