@@ -405,6 +405,44 @@ def test_onednn_linear_layers_train_every_family_as_nn_linear_does(family):
             assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
 
 
+def test_a_packed_training_step_gives_every_family_that_takes_packing_the_padded_step_s_loss_and_gradients(family):
+    """Three sentences (4, 2 and 1 words) packed into shared rows train a family's model as the same
+    three padded do: same loss, same gradients (fp32 rounding; no dropout). DeBERTa-v3 is refused by
+    the loop's check: its relative positions and mask are built over the whole row (and a 4-D mask
+    does not go through), so it trains on padded batches; every other family takes packing."""
+    import copy
+
+    import torch
+
+    from tunefleet.train.batching import collate
+    from tunefleet.train.models import build_model
+    from tunefleet.train.packing import pack, packing_check, position_offset
+
+    task = get_task(NER)
+    tokenizer = family.tokenizer()
+    split = task.tokenize(Examples(None, [WORDS, WORDS[:2], WORDS[:1]], [TAGS, TAGS[:2], TAGS[:1]]), tokenizer,
+                          LABELS, 64)
+    torch.manual_seed(0)
+    padded_model = build_model(task, family.folder, LABELS, 0.0)
+    refused = packing_check(padded_model, split, tokenizer.pad_token_id)
+    assert (refused is not None) == (family.name == "deberta-v3"), refused
+    if refused:
+        return
+    packed_model = copy.deepcopy(padded_model)
+    packed = pack(split, np.arange(3), tokenizer.pad_token_id, position_offset(packed_model))
+    assert len(packed["input_ids"]) < 3  # the two short sentences share a row
+    losses = []
+    for model, batch in ((padded_model, collate(split, np.arange(3), tokenizer.pad_token_id, True)),
+                         (packed_model, packed)):
+        loss = model.train()(**batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(padded_model.named_parameters(), packed_model.parameters()):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
+
+
 def test_a_head_for_other_labels_starts_afresh(family, tmp_path):
     """A model fine-tuned for other labels gets a new head, whatever the family calls its parts
     (`classifier`; DistilBERT's `pre_classifier`; RoBERTa's and ELECTRA's `classifier.dense` and

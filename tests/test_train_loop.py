@@ -527,6 +527,59 @@ def test_every_labelled_token_weighs_the_same_in_the_training_loss_whatever_batc
     assert len(pairings) == 3  # every way of pairing four sentences, one loss
 
 
+def test_a_token_task_trains_on_packed_batches_as_on_the_same_batches_padded(tiny_model, tmp_path):
+    """With packing (the default for token tasks) an epoch of NER on the tiny BERT takes the very
+    batches that random padded batching takes, and without dropout ends with the same training loss,
+    validation loss and F1, to fp32 rounding. Length grouping is on in the spec: packing leaves it
+    out, since grouped batches would be different batches."""
+    from tunefleet.train.local import train_local
+    from tunefleet.train.packing import rows_of
+
+    runs = {}
+    for name, train in {"packed": {}, "random": {"pack_sequences": False, "group_by_length": False},
+                        "grouped": {"pack_sequences": False}}.items():
+        spec = spec_for(tiny_model, tmp_path / "runs", task=NER, data={"synthetic_size": 96},
+                        train={"epochs": 2, "batch_size": 16, "group_by_length": True, **train})
+        runs[name] = train_local(spec, tmp_path / name)
+    # The synthetic sentences (8 to 21 tokens) do share rows: 13 to 15 rows for most batches of 16.
+    split = trainer.prepare_data(spec).tokenized["train"]
+    assert any(len(rows_of(split.lengths()[b])) < len(b) for b in train_batches(split, 16, 0, 0, 0, 1, False))
+    assert [runs[name]["batching"] for name in runs] == ["packed", "random", "length-grouped"]
+    packed, padded = runs["packed"]["history"], runs["random"]["history"]
+    for a, b in zip(packed, padded, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        assert a["val_f1"] == pytest.approx(b["val_f1"], abs=1e-6)
+    # Grouped batches are other batches: a different loss (this is what makes the comparison above mean something).
+    assert runs["grouped"]["history"][0]["train_loss"] != pytest.approx(packed[0]["train_loss"], rel=1e-4)
+
+
+def test_a_model_that_cannot_take_packed_rows_trains_on_padded_batches_and_says_so(tmp_path, capsys):
+    """DeBERTa-v3 builds its relative positions over the whole row, so the loop's check refuses
+    packing for it: the run trains on length-grouped padded batches and prints why."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_families import FAMILIES
+
+    from tunefleet.train.local import train_local
+
+    family = FAMILIES["deberta-v3"]
+    tokenizer = family.make_tokenizer()
+    torch.manual_seed(0)
+    family.make_model(tokenizer).save_pretrained(tmp_path / "deberta")
+    tokenizer.save_pretrained(tmp_path / "deberta")
+    sentences = ["Anna Nowak visited Lyon .", "Lyon .", "Anna visited .", "Nowak visited Anna in Lyon today ."]
+    tags = {"Anna": "B-PER", "Nowak": "I-PER", "Lyon": "B-LOC"}
+    conll = "".join("".join(f"{w} {tags.get(w, 'O')}\n" for w in s.split()) + "\n" for s in sentences)
+    for name in ("train", "validation", "test"):
+        (tmp_path / f"{name}.txt").write_text(conll)
+    spec = spec_for(str(tmp_path / "deberta"), tmp_path / "runs", task=NER,
+                    data={"format": "conll", **{name: str(tmp_path / f"{name}.txt") for name in ("train", "validation", "test")}},
+                    train={"epochs": 1, "batch_size": 2})
+    summary = train_local(spec, tmp_path / "run")
+    assert summary["batching"] == "length-grouped"
+    assert "train.pack_sequences: this model does not take packed rows" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_a_one_worker_task_cancels_its_training(ray_cluster, tiny_model, tmp_path):
     import _thread

@@ -146,9 +146,15 @@ class TrainConfig(_Frozen):
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     # Evaluate every N optimizer steps as well as at the end of each epoch (None: epochs only).
     eval_every_steps: int | None = Field(None, ge=1)
-    # Batches of similar length waste little compute on padding; shuffled per epoch all the same.
-    # On 2,000 CoNLL-2003 sentences it costs about half a point of entity F1 for 1.8x the speed
-    # (benchmarks/RESULTS.md, "One configuration over seeds"): set it false where the point matters more.
+    # Token tasks (NER): lay each batch's sentences end to end in shared rows, each attending only to
+    # itself (train/packing.py), so random batches waste as little on padding as length-grouped ones.
+    # Used where the model gives packed sentences what it gives them alone (checked at the start of
+    # every run; BERT, ELECTRA, RoBERTa, XLM-R do), else batches are padded as group_by_length says.
+    pack_sequences: bool = True
+    # Padded batches (sentence-level tasks, or where packing is off or not possible): batches of
+    # similar length waste little compute on padding; shuffled per epoch all the same. On 2,000
+    # CoNLL-2003 sentences grouping cost about half a point of entity F1 for 1.8x the speed
+    # (benchmarks/RESULTS.md, "One configuration over seeds"), which packing avoids.
     group_by_length: bool = True
     # Fail a trial whose loss turns NaN/inf instead of burning the rest of its budget.
     fail_on_nonfinite_loss: bool = True

@@ -61,6 +61,8 @@ def train_local(spec: Spec, output_dir: str | Path, prepared: PreparedData | Non
                                # retries (`train.auto_batch_size`), with the same effective batch.
                                "batch_size": result["batch_size"], "grad_accum_steps": result["grad_accum_steps"],
                                "oom_retries": result["oom_retries"],
+                               # packed (token tasks, train.pack_sequences), length-grouped or random.
+                               "batching": result.get("batching"),
                                # With LoRA (`train.peft`), the adapters and the head.
                                "parameters": result.get("parameters")}
     if session.rank == 0 and session.checkpoint is not None:

@@ -39,6 +39,7 @@ from .checkpoint import load_training_state, save_checkpoint
 from .dropout import use_fast_dropout
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
 from .onednn import use_onednn_linear
+from .packing import pack, packing_check, position_offset
 from .peft import apply_lora, is_adapted, merged_copy, parameter_counts
 from .runlog import RunLogger
 from .session import Session
@@ -142,6 +143,7 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~13% of an fp32
         # evaluation on the EPYC (train/onednn.py); bf16 under autocast reaches oneDNN already.
         use_onednn_linear(model)
+    packing = _packing(spec, task, model, data["train"], tokenizer.pad_token_id, rank)
     if cfg.gradient_checkpointing:
         # Before DDP wraps the model. Non-reentrant: the reentrant variant breaks under DDP and
         # needs inputs that require grad.
@@ -154,13 +156,14 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
     # AdamW step costs more than a short batch's forward and backward (benchmarks/throughput.py).
     # Only trainable parameters get AdamW state: with LoRA, the adapters and the head.
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
-    batches_per_epoch = len(train_batches(data["train"], cfg.batch_size, cfg.seed, 0, rank, world, cfg.group_by_length))
+    batches_per_epoch = len(train_batches(data["train"], cfg.batch_size, cfg.seed, 0, rank, world,
+                                          cfg.group_by_length and packing is None))
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.grad_accum_steps))
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     run = _Run(spec, task, label_names, data, tokenizer, model, optimizer, scheduler, session, device, precision,
-               parameters, progress=_Progress(spec), seen=_Seen(),
+               parameters, packing, progress=_Progress(spec), seen=_Seen(),
                # Rank 0 alone logs to MLflow, into the run the driver created (None: untracked).
                run_log=RunLogger.from_config(config.get("tracking")) if rank == 0 else None)
     if run.run_log is not None:
@@ -189,7 +192,7 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         if run.run_log is not None:
             run.run_log.close()
     return {"history": run.progress.history, "diverged": None, "parameters": parameters,
-            **run.seen.summary(model, rank)}
+            "batching": _batching(cfg, packing), **run.seen.summary(model, rank)}
 
 
 @dataclass
@@ -208,6 +211,7 @@ class _Run:
     device: Any
     precision: str
     parameters: dict[str, int]  # trainable and total
+    packing: int | None  # where packed sentences' positions start; None: batches are padded, not packed
     progress: "_Progress"
     seen: "_Seen"
     run_log: RunLogger | None
@@ -228,12 +232,18 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
     split = run.data["train"]
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.precision == "bf16" else nullcontext()
     model.train()
-    batches = train_batches(split, cfg.batch_size, cfg.seed, epoch, run.session.rank, world, cfg.group_by_length)
+    # Packed batches need no grouping: random batches pad as little packed as grouped ones do padded.
+    batches = train_batches(split, cfg.batch_size, cfg.seed, epoch, run.session.rank, world,
+                            cfg.group_by_length and run.packing is None)
+    lengths = split.lengths()
     targets_per_batch = expected_targets(split, cfg.batch_size) if run.task.per_token_labels else None
     loss_sum, loss_count, tokens, started = 0.0, 0, 0, time.perf_counter()
     for i, indices in enumerate(batches):
         run.seen.add(indices)
-        batch = collate(split, indices, run.tokenizer.pad_token_id, run.task.per_token_labels)
+        if run.packing is None:
+            batch = collate(split, indices, run.tokenizer.pad_token_id, run.task.per_token_labels)
+        else:
+            batch = pack(split, indices, run.tokenizer.pad_token_id, run.packing)
         # The model's loss is a mean over the batch's targets: its examples, or for a token task its
         # labelled tokens, 16 to 500 in a length-grouped batch of 16. Weighted by the batch's share of
         # an average batch's targets, every labelled token counts the same in every step, so a step
@@ -251,7 +261,7 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
             (loss / cfg.grad_accum_steps).backward()
         # The epoch's train_loss: the mean over its targets, from the very losses the gradients came from.
         loss_sum, loss_count = loss_sum + loss.item(), loss_count + weight
-        tokens += int(batch["attention_mask"].sum())
+        tokens += int(lengths[indices].sum())
         if not last_of_step:
             continue
         # The gradient norm is computed after DDP's all-reduce, so a NaN/inf on any worker shows up
@@ -270,6 +280,26 @@ def _train_epoch(run: _Run, epoch: int) -> _EpochOutcome:
             model.train()
     rate = tokens * world / (time.perf_counter() - started)
     return _EpochOutcome(loss_sum / loss_count if loss_count else 0.0, rate)
+
+
+def _packing(spec: Spec, task: Task, model: Any, train: TokenizedSplit, pad_id: int, rank: int) -> int | None:
+    """Where packed sentences' positions start if this run packs its batches (`train.pack_sequences`,
+    a token task, a model that gives packed sentences what it gives them alone), else None."""
+    if not (spec.train.pack_sequences and task.per_token_labels):
+        return None
+    why_not = packing_check(model, train, pad_id)
+    if why_not is not None:
+        if rank == 0:
+            print(f"[{spec.name}] train.pack_sequences: this model does not take packed rows ({why_not}); "
+                  f"training on {'length-grouped' if spec.train.group_by_length else 'random'} padded batches",
+                  flush=True)
+        return None
+    return position_offset(model)
+
+
+def _batching(cfg: Any, packing: int | None) -> str:
+    """How the run's batches were made, for its summary."""
+    return "packed" if packing is not None else "length-grouped" if cfg.group_by_length else "random"
 
 
 def clip_in_step(optimizer: torch.optim.Optimizer, parameters: Any, max_norm: float | None) -> torch.Tensor:
