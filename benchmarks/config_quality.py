@@ -1,7 +1,7 @@
 """One fixed configuration trained by tunefleet's loop and by the HF `Trainer`, over several seeds.
 
     .venv/bin/python benchmarks/config_quality.py --side tunefleet|trainer [--seeds 0 1 2 --lr 1e-4
-        --weight-decay 0.01 --dropout 0.1 --epochs 3 --precision fp32 --set train.group_by_length=false
+        --weight-decay 0.01 --dropout 0.1 --epochs 3 --precision fp32 --set train.pack_sequences=false
         --out FILE]
 
 `sweep_vs_trainer.py` compares two searches, whose bests differ mostly by which points each search
@@ -13,7 +13,8 @@ The work is `sweep_vs_trainer.py`'s (the first 2,000 CoNLL-2003 training, 1,000 
 test sentences, bundled MiniLM, max_length 128, batch 16, the same tokens and labels, the same
 entity-F1 code) with one configuration instead of a search:
 - tunefleet: `train_local` (the loop without Ray, as a one-worker trial runs it) with `train.seed` =
-  the seed, tunefleet's defaults otherwise (length-grouped batches, warmup 10% of the steps, fused
+  the seed, tunefleet's defaults otherwise (random batches packed into shared rows, since session 23;
+  length-grouped padded ones before, `--set train.pack_sequences=false`; warmup 10% of the steps, fused
   AdamW, dropout masks from 16-bit numbers on a CPU); `--set` changes any `train.` field, to find
   which of those a gap comes from;
 - trainer: `Trainer.train()` with `TrainingArguments(seed=the seed, learning_rate, weight_decay,

@@ -5,8 +5,9 @@ bundled all-MiniLM-L6-v2 with a fresh token-classification head, same seed), bat
 = 64 optimizer steps each:
 
 - tunefleet: the real `train_loop_per_worker`, run in-process by Ray Train's local mode (no cluster):
-  length-grouped batches padded per batch, bf16 autocast where the CPU supports it. Its throughput is
-  the `tokens_per_second` the loop itself reports for the epoch.
+  random batches packed into shared rows (its default for a token task; `--batching length-grouped`
+  or `random` for padded batches), bf16 autocast where the CPU supports it. Its throughput is the
+  `tokens_per_second` the loop itself reports for the epoch.
 - plain: a textbook loop that pads every sentence to 128 tokens, fp32, same optimizer and schedule.
 - hf-trainer: Hugging Face `Trainer` with its defaults and `DataCollatorForTokenClassification`.
 
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="run the three sides interleaved N times, keep each one's best")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="tunefleet's train.precision; fp32 measures a CPU without bf16 on one that has it")
+    parser.add_argument("--batching", choices=["packed", "length-grouped", "random"], default="packed",
+                        help="tunefleet's batches: packed (its default for NER), length-grouped padded "
+                             "(train.pack_sequences: false), or random padded (and group_by_length: false)")
     parser.add_argument("--only", nargs="+", choices=["tunefleet", "plain", "hf_trainer"],
                         default=["tunefleet", "plain", "hf_trainer"])
     args = parser.parse_args()
@@ -84,7 +88,8 @@ def main() -> None:
     real_tokens = int(train.lengths().sum())
     cfg = {"epochs": 1, "batch_size": args.batch_size, "lr": args.lr, "weight_decay": 0.01, "dropout": 0.1,
            "warmup_ratio": 0.1, "precision": args.precision, "max_grad_norm": 1.0, "seed": 0, "metric": "f1",
-           "early_stopping_patience": None, "group_by_length": True}
+           "early_stopping_patience": None, "pack_sequences": args.batching == "packed",
+           "group_by_length": args.batching != "random"}
     spec = spec_from_dict({"name": "throughput", "task": TASK, "data": {"format": "synthetic"},
                            "model": {"name_or_path": "bundled-minilm", "max_length": 128}, "train": cfg,
                            "resources": {"cpus_per_worker": args.threads}, "tracking": {"enabled": False}})
@@ -129,7 +134,8 @@ def run_tunefleet(spec: Any, train: TokenizedSplit, valid: TokenizedSplit, label
         raise result.error
     epoch = result.return_value["history"][-1]
     # The loop's own figure: real tokens over the epoch's training time (setup and evaluation excluded).
-    return {"tokens_per_second": round(epoch["tokens_per_second"], 1), "train_loss": round(epoch["train_loss"], 4),
+    return {"tokens_per_second": round(epoch["tokens_per_second"], 1), "batching": result.return_value["batching"],
+            "train_loss": round(epoch["train_loss"], 4),
             "dev_f1": round(epoch["val_f1"], 4), "dev_loss": round(epoch["val_loss"], 4),
             "cpu_share": clock["cpu_share"], "wall_seconds_incl_setup_and_eval": clock["wall"]}
 
