@@ -23,7 +23,8 @@ import requests
 from conftest import free_port, lexicon_ner_checkpoint
 from tunefleet import cli
 from tunefleet.train.predict import Predictor as LocalPredictor
-from tunefleet.serve.app import ServeConfigError, ServeOptions, app_builder, build_app, options_from_file
+from tunefleet.serve.app import (ServeConfigError, ServeOptions, app_builder, build_app, options_from_file,
+                                 start_serve)
 
 # Ray's own Serve schema still uses pydantic v1-style Field extras; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
@@ -107,7 +108,7 @@ def service(ray_cluster, registry):
 
     uri, _ = registry
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port)
     try:
         common = {"tracking_uri": uri, "num_cpus": 0.5, **LIMITS}
         serve.run(build_app(ServeOptions(model="tiny-cls", max_batch_size=8, batch_wait_timeout_s=0.02,
@@ -129,6 +130,32 @@ def _check_classification(answer: dict, texts: list[str], local: dict) -> None:
     assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in expected]
     # Batched requests are padded together: float rounding, amplified by the test head's scaling.
     assert [p["score"] for p in answer["predictions"]] == pytest.approx([p["score"] for p in expected], abs=2e-3)
+
+
+# ---------------------------------------------------------------- start-up
+
+
+def test_start_serve_waits_for_a_proxy_slower_than_rays_minute(ray_cluster, monkeypatch, capsys):
+    """Ray gives Serve's HTTP proxy 60 s to start, then raises though the proxy is still coming up (a
+    busy machine took 107 s). Here Ray's limit is 0 s, so `serve.start` itself gives up at once: the
+    proxy must still be found answering on the port when `start_serve` returns. Runs before the module's
+    `service` fixture, while no Serve is up in this process."""
+    import ray.serve._private.api as serve_api
+    from ray import serve
+
+    monkeypatch.setattr(serve_api, "HTTP_PROXY_TIMEOUT", 0)
+    port = free_port()
+    with pytest.raises(TimeoutError):  # what a bare `serve.start` does with that limit
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.shutdown()
+    port = free_port()  # not the port the Serve just shut down may still hold
+    try:
+        start_serve("127.0.0.1", port, wait_s=300)
+        assert "not up yet" in capsys.readouterr().out  # it said why it was waiting
+        # The proxy answers (503 "no routes" until an app is deployed): it listens on the port.
+        assert requests.get(f"http://127.0.0.1:{port}/-/healthz", timeout=10).status_code in (200, 503)
+    finally:
+        serve.shutdown()
 
 
 # ---------------------------------------------------------------- answers

@@ -42,8 +42,10 @@ PRETRAINED = {"text-pair-classification": {"model": {"name_or_path": "bundled-mi
 def serve_url(ray_cluster):
     from ray import serve
 
+    from tunefleet.serve.app import start_serve
+
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve("127.0.0.1", port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -400,6 +400,42 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def start_serve(host: str, port: int, wait_s: float = 600.0) -> None:
+    """`serve.start` with its HTTP proxy on `host:port`, waiting as long as the proxy takes to come up.
+
+    Ray gives the proxy actor 60 s (`HTTP_PROXY_TIMEOUT`, a constant, not a setting) and then raises,
+    though the proxy goes on starting. On a busy 2-core machine (two trainings beside a test) its worker
+    took 107 s just to start and import Serve, and nothing was wrong. Past Ray's minute this keeps
+    polling the proxy's port until it answers HTTP, saying so once, and gives up only after `wait_s`.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        return
+    except TimeoutError as error:
+        print(f"tunefleet: Ray Serve's HTTP proxy on {host}:{port} is not up yet ({error}); the machine may be "
+              f"busy. Waiting up to {wait_s:.0f} s in all.", flush=True)
+    serve.start(http_options={"host": host, "port": port})  # the controller is up: this only connects to it
+    # Any HTTP answer means the proxy serves: its health check says 503 until an app is deployed.
+    url = f"http://{host}:{port}/-/healthz"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:  # refused: not listening yet
+            pass
+        if time.monotonic() - started > wait_s:
+            raise TimeoutError(f"Ray Serve's HTTP proxy did not answer on {host}:{port} within {wait_s:.0f} s; "
+                               "see `ray status` and the proxy's log under /tmp/ray/session_latest/logs")
+        time.sleep(1.0)
+
+
 def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000,
                   on_ready: Callable[[dict[str, Any]], None] | None = None, ingress: str = "proxy") -> dict[str, Any]:
     """Resolve the model, start Ray and Serve, deploy, and block until SIGINT/SIGTERM.
@@ -446,7 +482,7 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         # With direct ingress the replica binds the same host (Serve passes it these options).
-        serve.start(http_options={"host": host, "port": proxy_port})
+        start_serve(host, proxy_port)
         serve.run(build_app(options), name=resolved.name, route_prefix="/")
         shown = options.to_args() | {"tracking_uri": re.sub(r"//[^/@]*@", "//***@", options.tracking_uri),  # no passwords
                                      "ingress": ingress}
