@@ -23,8 +23,8 @@ import requests
 from conftest import free_port, lexicon_ner_checkpoint
 from tunefleet import cli
 from tunefleet.train.predict import Predictor as LocalPredictor
-from tunefleet.serve.app import (ServeConfigError, ServeOptions, app_builder, build_app, options_from_file,
-                                 start_serve)
+from tunefleet.serve.app import (ServeConfigError, ServeOptions, app_builder, base_url, build_app,
+                                 options_from_file, start_serve)
 
 # Ray's own Serve schema still uses pydantic v1-style Field extras; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
@@ -156,6 +156,15 @@ def test_start_serve_waits_for_a_proxy_slower_than_rays_minute(ray_cluster, monk
         assert requests.get(f"http://127.0.0.1:{port}/-/healthz", timeout=10).status_code in (200, 503)
     finally:
         serve.shutdown()
+
+
+def test_the_url_of_an_ipv6_address_has_it_in_brackets():
+    # Unbracketed, "http://:::8000" is no URL: urllib reads another address out of it (start_serve would
+    # poll that for its whole wait), and the summary would print it.
+    assert base_url("::", 8000) == "http://[::]:8000"
+    assert base_url("::1", 8080) == "http://[::1]:8080"
+    assert base_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert base_url("0.0.0.0", 80) == "http://0.0.0.0:80"
 
 
 # ---------------------------------------------------------------- answers

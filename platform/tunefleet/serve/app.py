@@ -400,6 +400,11 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def base_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 address in brackets (`--host ::` listens on every IPv6 address)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def start_serve(host: str, port: int, wait_s: float = 600.0) -> None:
     """`serve.start` with its HTTP proxy on `host:port`, waiting as long as the proxy takes to come up.
 
@@ -421,7 +426,7 @@ def start_serve(host: str, port: int, wait_s: float = 600.0) -> None:
               f"busy. Waiting up to {wait_s:.0f} s in all.", flush=True)
     serve.start(http_options={"host": host, "port": port})  # the controller is up: this only connects to it
     # Any HTTP answer means the proxy serves: its health check says 503 until an app is deployed.
-    url = f"http://{host}:{port}/-/healthz"
+    url = f"{base_url(host, port)}/-/healthz"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5):
@@ -486,7 +491,7 @@ def serve_forever(options: ServeOptions, host: str = "127.0.0.1", port: int = 80
         serve.run(build_app(options), name=resolved.name, route_prefix="/")
         shown = options.to_args() | {"tracking_uri": re.sub(r"//[^/@]*@", "//***@", options.tracking_uri),  # no passwords
                                      "ingress": ingress}
-        summary = {"url": f"http://{host}:{port}", "model": {"name": resolved.name, "version": resolved.version,
+        summary = {"url": base_url(host, port), "model": {"name": resolved.name, "version": resolved.version,
                                                             "alias": resolved.alias}, "options": shown}
         if on_ready is not None:
             on_ready(summary)
