@@ -137,7 +137,8 @@ def run_tunefleet(spec: Any, train: TokenizedSplit, valid: TokenizedSplit, label
     return {"tokens_per_second": round(epoch["tokens_per_second"], 1), "batching": result.return_value["batching"],
             "train_loss": round(epoch["train_loss"], 4),
             "dev_f1": round(epoch["val_f1"], 4), "dev_loss": round(epoch["val_loss"], 4),
-            "cpu_share": clock["cpu_share"], "wall_seconds_incl_setup_and_eval": clock["wall"]}
+            "cpu_share": clock["cpu_share"], "wall_seconds_incl_setup_and_eval": clock["wall"],
+            "peak_rss_mb": clock["peak_rss_mb"]}
 
 
 @contextmanager
@@ -149,7 +150,10 @@ def measured():
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    clock |= {"wall": round(wall, 1), "seconds": wall, "cpu_share": round(cpu / wall, 2)}
+    # The process's peak resident memory so far (Linux reports KiB): train/allocator.py keeps freed
+    # memory, and this shows what that costs.
+    clock |= {"wall": round(wall, 1), "seconds": wall, "cpu_share": round(cpu / wall, 2),
+              "peak_rss_mb": after.ru_maxrss // 1024}
 
 
 def fresh_model(spec: Any, labels: list[str]) -> Any:

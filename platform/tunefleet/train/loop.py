@@ -34,6 +34,7 @@ import torch
 
 from ..spec import Spec, spec_from_dict
 from ..tasks import IGNORE, Task, TokenizedSplit, get_task
+from .allocator import keep_freed_memory
 from .batching import collate, eval_batches, expected_targets, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .dropout import use_fast_dropout
@@ -143,6 +144,9 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~13% of an fp32
         # evaluation on the EPYC (train/onednn.py); bf16 under autocast reaches oneDNN already.
         use_onednn_linear(model)
+        # The word-embedding gradient (47 MB for MiniLM) is made and freed every step; malloc would
+        # page-fault it in afresh each time, 6-15% of a MiniLM step (train/allocator.py).
+        keep_freed_memory()
     packing = _packing(spec, task, model, data["train"], tokenizer.pad_token_id, rank)
     if cfg.gradient_checkpointing:
         # Before DDP wraps the model. Non-reentrant: the reentrant variant breaks under DDP and
