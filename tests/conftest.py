@@ -139,7 +139,7 @@ FILE_SECONDS = {
     "test_registry.py": 86, "test_postgres.py": 86, "test_searchers.py": 81, "test_oom.py": 73,
     "test_tracking.py": 73, "test_families.py": 69, "test_real_model.py": 55, "test_warm_start.py": 44,
     "test_report.py": 42, "test_gpu_plan.py": 41, "test_progress.py": 37, "test_peft.py": 34,
-    "test_pareto.py": 28, "test_security.py": 10, "test_cli.py": 9, "test_bad_input.py": 8,
+    "test_pareto.py": 28, "test_allocator.py": 20, "test_security.py": 10, "test_cli.py": 9, "test_bad_input.py": 8,
 }
 
 
