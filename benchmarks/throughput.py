@@ -15,6 +15,10 @@ Throughput counts real (non-pad) tokens, special tokens included, per second of 
 mean training loss over the pass, and entity F1 (seqeval, strict IOB2) on the first few hundred
 validation sentences, scored by tunefleet's own `evaluate` for all three.
 
+Each run of a side is a process of its own (this script again, with `--side`): the loop keeps the
+memory it frees for its whole process (`train/allocator.py`), which would speed up a baseline run
+after it in the same process; the baselines run with malloc's defaults, as their users run them.
+
 On a shared machine, neighbours slow whichever side happens to run while they are busy. Each side
 reports `cpu_share`, the CPU seconds this process got per wall second during it (about `--threads`
 on an idle machine); with `--rounds N` the sides run interleaved N times and the best round of each
@@ -33,6 +37,8 @@ import json
 import math
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -53,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
 TASK = "token-classification"
 MODEL_CLASS = "AutoModelForTokenClassification"
+SIDES = ["tunefleet", "plain", "hf_trainer"]
 
 
 def main() -> None:
@@ -68,8 +75,8 @@ def main() -> None:
     parser.add_argument("--batching", choices=["packed", "length-grouped", "random"], default="packed",
                         help="tunefleet's batches: packed (its default for NER), length-grouped padded "
                              "(train.pack_sequences: false), or random padded (and group_by_length: false)")
-    parser.add_argument("--only", nargs="+", choices=["tunefleet", "plain", "hf_trainer"],
-                        default=["tunefleet", "plain", "hf_trainer"])
+    parser.add_argument("--only", nargs="+", choices=SIDES, default=SIDES)
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one run of one side, in a child
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(args.threads)
@@ -94,15 +101,17 @@ def main() -> None:
                            "model": {"name_or_path": "bundled-minilm", "max_length": 128}, "train": cfg,
                            "resources": {"cpus_per_worker": args.threads}, "tracking": {"enabled": False}})
 
-    sides = {name: run for name, run in {
-        "tunefleet": lambda: run_tunefleet(spec, train, valid, labels),
-        "plain": lambda: run_plain(spec, train, valid, labels, tokenizer, real_tokens),
-        "hf_trainer": lambda: run_hf_trainer(spec, train, valid, labels, tokenizer, real_tokens, steps),
-    }.items() if name in args.only}
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    if args.side is not None:
+        run = {"tunefleet": lambda: run_tunefleet(spec, train, valid, labels),
+               "plain": lambda: run_plain(spec, train, valid, labels, tokenizer, real_tokens),
+               "hf_trainer": lambda: run_hf_trainer(spec, train, valid, labels, tokenizer, real_tokens, steps)}
+        print(json.dumps(run[args.side]()))
+        return
+
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in args.only}
     for _ in range(args.rounds):
-        for name, run in sides.items():
-            rounds[name].append(run())
+        for name in args.only:
+            rounds[name].append(run_side(name))
     results = {name: max(runs, key=lambda r: r["tokens_per_second"]) for name, runs in rounds.items()}
     if args.rounds > 1:
         for name, runs in rounds.items():
@@ -115,6 +124,16 @@ def main() -> None:
         "real_tokens": real_tokens, "threads": args.threads, "rounds": args.rounds,
         "precision": resolve_precision(args.precision, "cpu"), "machine": machine(), **results, **ratios,
     }))
+
+
+def run_side(name: str) -> dict[str, Any]:
+    """One run of one side in a fresh process (this script with `--side`): tunefleet's loop keeps
+    freed memory for its whole process (train/allocator.py), and the baselines run with malloc as
+    their users have it."""
+    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--side", name], stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} side exited with code {done.returncode}; see its output above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_tunefleet(spec: Any, train: TokenizedSplit, valid: TokenizedSplit, labels: list[str]) -> dict[str, Any]:
