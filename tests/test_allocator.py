@@ -90,3 +90,12 @@ def test_the_environment_switch_leaves_malloc_as_it_is():
     baseline = faults("default")
     # Switched off, the steps fault as many pages as malloc's defaults do (within one gradient's worth).
     assert abs(off["faults"] - baseline["faults"]) < PAGES_PER_STEP, (off, baseline)
+
+
+def test_the_switch_set_for_the_driver_is_among_the_settings_init_ray_hands_to_workers(monkeypatch):
+    from tunefleet.cluster import training_env
+
+    monkeypatch.delenv("TUNEFLEET_KEEP_FREED_MEMORY", raising=False)
+    assert training_env() == {}  # unset: workers keep the default (memory kept)
+    monkeypatch.setenv("TUNEFLEET_KEEP_FREED_MEMORY", "0")
+    assert training_env() == {"TUNEFLEET_KEEP_FREED_MEMORY": "0"}  # init_ray hands it to the runtime env

@@ -51,7 +51,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
                 # trial's queued MLflow metrics, which can take longer; a reuse that times out fails
                 # the next trial.
                 "TUNE_FUNCTION_THREAD_TIMEOUT_S": os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60"),
-                } | train_controller_env(local=not address)
+                } | train_controller_env(local=not address) | training_env()
     if not address:
         env_vars |= serve_controller_env()
     # The driver and every trial talk to MLflow with the same bounded retries.
@@ -98,6 +98,18 @@ def train_controller_env(local: bool) -> dict[str, str]:
     if local:
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     return env
+
+
+def training_env() -> dict[str, str]:
+    """The training processes' switches that the user set in this environment, for every worker.
+
+    Workers on this machine inherit the driver's environment; on a cluster that tunefleet joins, the
+    other nodes' workers see only what the runtime environment hands them. So far one switch:
+    `TUNEFLEET_KEEP_FREED_MEMORY` (train/allocator.py).
+    """
+    from .train.allocator import ENV as KEEP_FREED_MEMORY
+
+    return {KEEP_FREED_MEMORY: os.environ[KEEP_FREED_MEMORY]} if KEEP_FREED_MEMORY in os.environ else {}
 
 
 def mlflow_client_env() -> dict[str, str]:

@@ -5,10 +5,10 @@ Why: every backward pass makes the word-embedding gradient as a new dense tensor
 in fp32: 47 MB for MiniLM), and the optimizer step frees it again. glibc's malloc serves a block over
 its mmap threshold (which it raises by itself to at most 32 MB) with a fresh `mmap` and unmaps it on
 `free`, so every step page-faults those 47 MB in, 4 KiB at a time, zeroes them and unmaps them: about
-17,000 minor page faults a step on the EPYC of issue 13, and 6-15% of a MiniLM step in fp32 and bf16
-(`benchmarks/RESULTS.md`, "Freed memory kept"). Training steps repeat the same sizes, so memory kept
-is memory reused: with these settings the faults fell to about 1,200 a step and the peak resident
-memory stayed the same (1.26 GB against 1.26-1.30 GB), since the same blocks come back each step.
+17,000 minor page faults a step on the EPYC of issue 13. Training steps repeat the same sizes, so
+memory kept is memory reused: with these settings the faults fell to about 1,200 a step, a MiniLM step
+took 1/1.07 of the time in fp32 and 1/1.18 in bf16, and the peak resident memory stayed the same in
+fp32 and rose 2-8% in bf16 (`benchmarks/RESULTS.md`, "Freed memory kept").
 
 The settings (glibc's `mallopt`; process-wide; they apply to later allocations and frees):
 - `M_MMAP_THRESHOLD` 1 GiB: blocks up to 1 GiB come from malloc's heaps, not from their own mmap.
@@ -22,9 +22,9 @@ The settings (glibc's `mallopt`; process-wide; they apply to later allocations a
 The cost: the process does not hand memory back to the kernel between steps or trials; its resident
 memory stays near its peak, which a training process reaches every step anyway. Set
 `TUNEFLEET_KEEP_FREED_MEMORY=0` in the environment to leave malloc as it is (a machine shared with
-other memory-hungry work, or to measure the difference). Nothing happens where there is no glibc
-(macOS, musl): `keep_freed_memory` then returns False. GPU runs keep malloc's defaults: their large
-buffers are on the device.
+other memory-hungry work, or to measure the difference); `cluster.init_ray` hands it to every node's
+workers. Nothing happens where there is no glibc (macOS, musl): `keep_freed_memory` then returns
+False. GPU runs keep malloc's defaults: their large buffers are on the device.
 """
 
 from __future__ import annotations
