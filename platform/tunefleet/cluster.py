@@ -100,6 +100,10 @@ def train_controller_env(local: bool) -> dict[str, str]:
     return env
 
 
+# Read by train/allocator.py, in the training processes (named here: a stage imports only earlier ones).
+KEEP_FREED_MEMORY = "TUNEFLEET_KEEP_FREED_MEMORY"
+
+
 def training_env() -> dict[str, str]:
     """The training processes' switches that the user set in this environment, for every worker.
 
@@ -107,8 +111,6 @@ def training_env() -> dict[str, str]:
     other nodes' workers see only what the runtime environment hands them. So far one switch:
     `TUNEFLEET_KEEP_FREED_MEMORY` (train/allocator.py).
     """
-    from .train.allocator import ENV as KEEP_FREED_MEMORY
-
     return {KEEP_FREED_MEMORY: os.environ[KEEP_FREED_MEMORY]} if KEEP_FREED_MEMORY in os.environ else {}
 
 

@@ -34,13 +34,14 @@ import ctypes.util
 import os
 import sys
 
+from ..cluster import KEEP_FREED_MEMORY as ENV
+
 # mallopt's parameter numbers, from glibc's <malloc.h>.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 MMAP_THRESHOLD = 1 << 30
 TRIM_THRESHOLD = 2 << 30
 TOP_PAD = 64 << 20
-ENV = "TUNEFLEET_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
