@@ -4,7 +4,9 @@ training steps, then evaluation.
 The changes (what the loop does on a CPU, `train/loop.py`):
   dropout  dropout masks from 16-bit random numbers (`train/dropout.py`) against `nn.Dropout`
   linear   fp32 linear layers through oneDNN (`train/onednn.py`) against `nn.Linear` (MKL)
-The other change stays on both sides, as the loop runs it.
+  weight-grad  oneDNN's linear layers with the weight gradient of widening layers through MKL (what
+           `OneDNNLinear` does) against every weight gradient through oneDNN (the code before)
+The other changes stay on both sides, as the loop runs them.
 
 Two copies of the same model (bundled MiniLM, fresh token-classification head, dropout 0.1, seed 0),
 each with its own fused AdamW, train on the same length-grouped batches of the first 1,024 CoNLL-2003
@@ -15,7 +17,7 @@ sentences (sorted, batches of 32, `inference_mode`, as the loop does) in alterna
 Neighbours on a shared machine slow whichever side runs while they are busy, so single rounds scatter
 (0.9-1.6 were seen); the median of 20 rounds is steadier than any best-of-N between processes.
 
-    .venv/bin/python benchmarks/cpu_step_ab.py --change dropout|linear [--rounds 20] [--eval-rounds 6] \
+    .venv/bin/python benchmarks/cpu_step_ab.py --change dropout|linear|weight-grad [--rounds 20] [--eval-rounds 6] \
         [--precision fp32|bf16]   # JSON line last
 """
 
@@ -39,13 +41,30 @@ from tunefleet.train.batching import collate, eval_batches, train_batches
 from tunefleet.train.dropout import use_fast_dropout
 from tunefleet.train.loop import _param_groups, clip_in_step
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers
-from tunefleet.train.onednn import use_onednn_linear
+from tunefleet.train.onednn import OneDNNLinear, use_onednn_linear
 
 CONLL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conll2003"
 TASK = "token-classification"
+
+
+def _weight_grads_by(by_mkl: bool | None) -> Callable:
+    def choose(model: torch.nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, OneDNNLinear):
+                module.weight_grad_by_mkl = by_mkl
+    return choose
+
+
+def _everything_but_weight_grad(model: torch.nn.Module) -> None:
+    use_fast_dropout(model)
+    use_onednn_linear(model)
+    _weight_grads_by(False)(model)  # every weight gradient through oneDNN, as before
+
+
 CHANGES: dict[str, tuple[Callable, Callable]] = {  # change: (it, what stays on both sides)
     "dropout": (use_fast_dropout, use_onednn_linear),
     "linear": (use_onednn_linear, use_fast_dropout),
+    "weight-grad": (_weight_grads_by(None), _everything_but_weight_grad),
 }
 
 

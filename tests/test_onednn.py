@@ -38,6 +38,20 @@ def test_the_product_and_its_three_gradients_are_the_hand_worked_ones():
     assert torch.equal(layer.bias.grad, torch.tensor([1.0, 1.0, 2.0]))
 
 
+@pytest.mark.parametrize("by_mkl", [None, True, False])
+def test_a_narrowing_layer_s_weight_gradient_is_the_hand_worked_one_by_either_engine(by_mkl):
+    """A layer narrower out than in takes its weight gradient from oneDNN by default (None), a wider
+    one (above) from MKL; forced either way, the numbers are the same.
+    W = [[1, 0, 1], [0, 1, 1]], x = [[1, 2, 3], [0, 1, 0]], g = [[1, 2], [3, 0]]:
+    dW = g.T @ x = [[1 + 0, 2 + 3, 3 + 0], [2, 4, 6]]; dx = g @ W = [[1, 2, 3], [3, 0, 3]]."""
+    layer = _layer([[1, 0, 1], [0, 1, 1]], None)
+    layer.weight_grad_by_mkl = by_mkl
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    layer(x).backward(torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
+    assert torch.equal(layer.weight.grad, torch.tensor([[1.0, 5.0, 3.0], [2.0, 4.0, 6.0]]))
+    assert torch.equal(x.grad, torch.tensor([[1.0, 2.0, 3.0], [3.0, 0.0, 3.0]]))
+
+
 def test_a_batch_of_sequences_and_a_frozen_weight_without_bias():
     """(batch, tokens, features) in and out, as in a transformer; a frozen weight (LoRA's base layer)
     gets no gradient while the input's still flows: dx = g @ W, with g all ones here, so every row of
@@ -143,8 +157,10 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
 
     monkeypatch.setattr(onednn, "_product", product)
     with_onednn = train_local(spec, tmp_path / "onednn")["history"][-1]
-    # 140 training examples in batches of 16: 9 steps, each through 2 layers x 2 feed-forward products.
-    assert calls["input gradient"] == calls["weight gradient"] == 9 * 2 * 2
+    # 140 training examples in batches of 16: 9 steps, each through 2 layers x 2 feed-forward products;
+    # the weight gradient of the narrowing one (4,096 -> 32) only: the widening one's goes by MKL.
+    assert calls["input gradient"] == 9 * 2 * 2
+    assert calls["weight gradient"] == 9 * 2 * 1
     # Training forwards twice per layer and step (checkpointing recomputes), evaluation once per batch.
     assert calls["forward"] > 2 * calls["input gradient"]
     monkeypatch.setattr(loop, "use_onednn_linear", lambda model: 0)

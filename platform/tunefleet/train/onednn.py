@@ -7,9 +7,9 @@ against 138-177 GFLOP/s (256 x 384 x 1,536), the input gradient 185-201 against 
 (benchmarks/RESULTS.md). Matrix products are about two thirds of an fp32 training step there: the
 whole step gained 7% and an evaluation 13% (`benchmarks/cpu_step_ab.py --change linear`).
 
-`OneDNNLinear` runs the forward product and both backward products (the input's gradient and the
-weight's) through `torch.ops.mkldnn._linear_pointwise`, the op torch.compile's CPU backend emits for
-linear layers, and the bias gradient as a sum. The arithmetic is IEEE fp32 as before; the results
+`OneDNNLinear` runs the forward product and both backward products (the input's gradient and, for a
+layer that narrows, the weight's) through `torch.ops.mkldnn._linear_pointwise`, the op
+torch.compile's CPU backend emits for linear layers, and the bias gradient as a sum. The arithmetic is IEEE fp32 as before; the results
 differ from MKL's by rounding order only (about 1e-6 relative). It takes over only where it applies:
 a CPU, fp32 input and weight, autocast off. Everything else (bf16 autocast, which reaches oneDNN
 already; a GPU; half-precision weights) is `nn.Linear`'s own forward.
@@ -41,11 +41,13 @@ def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -
 
 class _OneDNNLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                weight_grad_by_mkl: bool) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(rows, weight)
         ctx.input_shape = x.shape
         ctx.has_bias = bias is not None
+        ctx.weight_grad_by_mkl = weight_grad_by_mkl
         return _product(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
@@ -56,19 +58,36 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # dL/dx = dL/dy @ W, i.e. a linear layer with weight W.T
             grad_x = _product(grad_rows, weight.t(), None).view(ctx.input_shape)
         if ctx.needs_input_grad[1]:  # dL/dW = (dL/dy).T @ x; skipped for a frozen weight (LoRA)
-            grad_weight = _product(grad_rows.t(), rows.t(), None)
+            # oneDNN's op wants its left operand contiguous, so it first copies the transposed
+            # gradient (rows x outputs, a slow strided copy). MKL reads transposed operands in place.
+            grad_weight = (grad_rows.t().mm(rows) if ctx.weight_grad_by_mkl
+                           else _product(grad_rows.t(), rows.t(), None))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_rows.sum(0)
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
 class OneDNNLinear(nn.Linear):
-    """`nn.Linear` whose fp32 products on a CPU go through oneDNN; the same parameters and state dict."""
+    """`nn.Linear` whose fp32 products on a CPU go through oneDNN; the same parameters and state dict.
+
+    The weight's gradient of a layer at least as wide out as in (a transformer's query, key, value,
+    attention output and the feed-forward's widening layer) goes through MKL instead: there
+    oneDNN's copy of the transposed output gradient costs more than its product saves (384 -> 1,536
+    at 400 rows: 3.8 ms against MKL's 2.6 ms; a narrowing 1,536 -> 384 layer: 2.7 ms against 2.8 ms,
+    so oneDNN; `benchmarks/RESULTS.md`).
+    """
+
+    # Where the weight's gradient is computed: None decides by the layer's shape as above; True or
+    # False forces MKL or oneDNN (benchmarks/cpu_step_ab.py --change weight-grad compares the two).
+    weight_grad_by_mkl: bool | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
                 and x.numel() > 0 and not torch.is_autocast_enabled("cpu")):
-            return _OneDNNLinearFunction.apply(x, self.weight, self.bias)
+            by_mkl = self.weight_grad_by_mkl
+            if by_mkl is None:
+                by_mkl = self.out_features >= self.in_features
+            return _OneDNNLinearFunction.apply(x, self.weight, self.bias, by_mkl)
         return super().forward(x)
 
 
