@@ -111,7 +111,7 @@ class TokenClassification:
         return [row[mask].tolist() for row, mask in zip(best, labels != IGNORE)]
 
     def score(self, predicted: list[list[int]], split: TokenizedSplit, indices: list[int], label_names: list[str]) -> dict[str, Any]:
-        from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+        from seqeval.metrics import classification_report
         from seqeval.scheme import IOB2
 
         y_true, y_pred = [], []
@@ -124,12 +124,14 @@ class TokenClassification:
             y_true.append([label_names[t] for t in gold])
             y_pred.append([label_names[t] for t in words])
         # strict mode + IOB2: an entity counts only if its type and exact boundaries match (CoNLL rules).
-        kwargs = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
-        report = classification_report(y_true, y_pred, output_dict=True, **kwargs)
+        # The report's micro average is f1_score's, precision_score's and recall_score's (their default
+        # average), from one pass over the entities instead of four: this runs after every epoch.
+        report = classification_report(y_true, y_pred, output_dict=True, mode="strict", scheme=IOB2, zero_division=0)
+        overall = report["micro avg"]
         return {
-            "f1": float(f1_score(y_true, y_pred, **kwargs)),
-            "precision": float(precision_score(y_true, y_pred, **kwargs)),
-            "recall": float(recall_score(y_true, y_pred, **kwargs)),
+            "f1": float(overall["f1-score"]),
+            "precision": float(overall["precision"]),
+            "recall": float(overall["recall"]),
             "report": {k: {m: float(v) for m, v in vals.items()} for k, vals in report.items() if not k.endswith("avg")},
         }
 
