@@ -145,6 +145,7 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
     spec = spec_from_dict(tiny_spec_dict(wide_model, tmp_path / "runs", train={
         "epochs": 1, "precision": "fp32", "gradient_checkpointing": True, "dropout": 0.0}))
     calls = {"forward": 0, "input gradient": 0, "weight gradient": 0}
+    weight_gradient_outputs: set[int] = set()  # the layers' output widths (grad.T's rows)
     real_product = onednn._product
 
     def product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -153,6 +154,8 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
         kind = ("weight gradient" if not x.is_contiguous() else
                 "input gradient" if not weight.is_contiguous() else "forward")
         calls[kind] += 1
+        if kind == "weight gradient":
+            weight_gradient_outputs.add(x.shape[0])
         return real_product(x, weight, bias)
 
     monkeypatch.setattr(onednn, "_product", product)
@@ -161,6 +164,7 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
     # the weight gradient of the narrowing one (4,096 -> 32) only: the widening one's goes by MKL.
     assert calls["input gradient"] == 9 * 2 * 2
     assert calls["weight gradient"] == 9 * 2 * 1
+    assert weight_gradient_outputs == {32}  # the narrowing layer's, never the widening one's 4,096
     # Training forwards twice per layer and step (checkpointing recomputes), evaluation once per batch.
     assert calls["forward"] > 2 * calls["input gradient"]
     monkeypatch.setattr(loop, "use_onednn_linear", lambda model: 0)

@@ -9,8 +9,9 @@ whole step gained 7% and an evaluation 13% (`benchmarks/cpu_step_ab.py --change 
 
 `OneDNNLinear` runs the forward product and both backward products (the input's gradient and, for a
 layer that narrows, the weight's) through `torch.ops.mkldnn._linear_pointwise`, the op
-torch.compile's CPU backend emits for linear layers, and the bias gradient as a sum. The arithmetic is IEEE fp32 as before; the results
-differ from MKL's by rounding order only (about 1e-6 relative). It takes over only where it applies:
+torch.compile's CPU backend emits for linear layers, and the bias gradient as a sum. The arithmetic
+is IEEE fp32 as before; the results differ from MKL's by rounding order only (about 1e-6 relative).
+It takes over only where it applies:
 a CPU, fp32 input and weight, autocast off. Everything else (bf16 autocast, which reaches oneDNN
 already; a GPU; half-precision weights) is `nn.Linear`'s own forward.
 
