@@ -103,7 +103,7 @@ def main() -> None:
         "work": {"train": args.train, "validation": args.validation, "test": args.test, "trials": args.trials,
                  "epochs_choice": args.epochs, "model": MODEL, "max_length": MAX_LENGTH, "batch_size": BATCH_SIZE,
                  "cpus": args.cpus, "trainer_recipe": args.trainer_recipe, "seed": args.seed,
-                 "start_up_design": args.start_up_design},
+                 "start_up_design": args.start_up_design, "rungs": args.rungs},
         "cpu": cpu_info(), "torch": version("torch"), "transformers": version("transformers"),
         "ray": version("ray"), "optuna": version("optuna"),
         **sides,
@@ -127,6 +127,9 @@ def add_work_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="tunefleet's train.precision")
     parser.add_argument("--start-up-design", choices=("latin_hypercube", "random"), default="latin_hypercube",
                         help="tunefleet's search.start_up_design (random: how its TPE started before session 13)")
+    parser.add_argument("--rungs", choices=("shared", "by_length"), default="shared",
+                        help="tunefleet's ASHA rungs: shared (Ray's ASHA, the default) or by_length "
+                             "(search.rungs_by_length: a trial is compared only with trials planned for as many epochs)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -183,7 +186,7 @@ def sweep_spec(args: argparse.Namespace, storage: Path, seed: int) -> dict[str, 
         "tracking": {"enabled": False},
         "search": {"algorithm": "optuna", "scheduler": "asha", "num_trials": args.trials, "seed": seed,
                    "seed_with_spec": False, "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1,
-                   "start_up_design": args.start_up_design,
+                   "start_up_design": args.start_up_design, "rungs_by_length": args.rungs == "by_length",
                    "space": {"train.lr": {"loguniform": list(LR)},
                              "train.weight_decay": {"loguniform": list(WEIGHT_DECAY)},
                              "train.dropout": {"uniform": list(DROPOUT)},
@@ -197,7 +200,7 @@ def run_side(side: str, args: argparse.Namespace, files: dict[str, str], work: P
     command = [sys.executable, __file__, "--side", side, "--data-dir", str(Path(files["train"]).parent),
                "--result", str(result), "--trials", str(args.trials), "--seed", str(args.seed), "--epochs", *map(str, args.epochs),
                "--cpus", str(args.cpus), "--precision", args.precision, "--trainer-recipe", args.trainer_recipe,
-               "--start-up-design", args.start_up_design,
+               "--start-up-design", args.start_up_design, "--rungs", args.rungs,
                *(["--trainer-bf16"] if args.trainer_bf16 else [])]
     env = os.environ | {"TUNEFLEET_CACHE": str(work / f"cache-{side}"), "HF_HUB_OFFLINE": "1",
                         "TOKENIZERS_PARALLELISM": "false"}
@@ -245,7 +248,8 @@ def run_tunefleet(args: argparse.Namespace) -> dict[str, Any]:
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             if result.get("val_f1") is not None and not result.get("diverged"):
                 self.evaluations.append({"trial": trial.trial_id, "epoch": result["epoch"], "val_f1": result["val_f1"],
-                                         "seconds": time.perf_counter() - self.started})
+                                         "seconds": time.perf_counter() - self.started,
+                                         "lr": trial.config.get("train.lr"), "epochs": trial.config.get("train.epochs")})
 
     spec = spec_from_dict(sweep_spec(args, Path(args.data_dir).parent / "sweeps", args.seed))
     clock = EpochClock()

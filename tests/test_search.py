@@ -161,6 +161,55 @@ def test_scheduler_uses_epochs_as_time(tiny_model, tmp_path):
     assert milestones[0] == 2  # nobody is stopped before the grace period
 
 
+def annealing_trainable():
+    """A trial's validation score per epoch as a linear-decay schedule shapes it, without a model: 0.5
+    + 0.1 per epoch, +0.2 at its planned last epoch (annealed); a learning rate of 1e-7 stays at 0.1.
+    Built in a closure so that Ray ships the function by value (workers cannot import test modules)."""
+
+    def trainable(config):
+        from ray import tune
+
+        epochs, learns = config["train.epochs"], config["train.lr"] > 1e-6
+        for epoch in range(1, epochs + 1):
+            tune.report({"epoch": epoch, "val_f1": 0.5 + 0.1 * epoch + 0.2 * (epoch == epochs) if learns else 0.1})
+
+    return trainable
+
+
+@pytest.mark.parametrize("by_length", [True, False])
+def test_asha_compares_a_trial_only_with_trials_planned_as_long(by_length, tiny_model, tmp_path, ray_cluster):
+    """One trial at a time: a one-epoch trial scores 0.8 after its (annealed) epoch; a three-epoch one
+    with the same learning rate 0.6 after its first, then 0.7 and 1.0; a three-epoch one that cannot
+    learn 0.1. By length (`search.rungs_by_length`), the three-epoch learner is the first of its length at the
+    first rung and runs to 1.0, and the one that cannot learn is stopped there (0.1 < 0.6). Shared
+    rungs (the default, Ray's ASHA) stop the learner at epoch 1 (0.6 < 0.8) and the other too
+    (0.1 < the median of 0.8 and 0.6)."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    spec = make_spec(tiny_model, tmp_path, search={
+        "scheduler": "asha", "grace_period": 1, "reduction_factor": 2, "rungs_by_length": by_length,
+        "space": {"train.lr": {"loguniform": [1e-7, 1e-3]}, "train.epochs": {"choice": [1, 3]}}})
+    points = [{"train.lr": 1e-3, "train.epochs": 1}, {"train.lr": 1e-3, "train.epochs": 3},
+              {"train.lr": 1e-7, "train.epochs": 3}]
+    tuner = tune.Tuner(
+        # All four of the suite cluster's CPUs per trial: one trial at a time, in the points' order
+        # (a variant generator takes no max_concurrent_trials).
+        tune.with_resources(annealing_trainable(), {"cpu": 4}),
+        param_space={"train.lr": tune.loguniform(1e-7, 1e-3), "train.epochs": tune.choice([1, 3])},
+        tune_config=tune.TuneConfig(metric="val_f1", mode="max", num_samples=3,
+                                    search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                                    scheduler=build_scheduler(spec)),
+        run_config=tune.RunConfig(name="rungs", storage_path=str(tmp_path / "tune"), verbose=0))
+    ran = [(r.config["train.lr"], r.config["train.epochs"], r.metrics["epoch"], r.metrics["val_f1"])
+           for r in tuner.fit()]
+    ran.sort(key=lambda row: (row[1], -row[0]))
+    if by_length:
+        assert [row[2:] for row in ran] == [(1, pytest.approx(0.8)), (3, pytest.approx(1.0)), (1, 0.1)], ran
+    else:
+        assert [row[2:] for row in ran] == [(1, pytest.approx(0.8)), (1, pytest.approx(0.6)), (1, 0.1)], ran
+
+
 def test_every_ray_worker_gets_the_train_serve_and_mlflow_settings(monkeypatch, ray_cluster):
     import ray
 

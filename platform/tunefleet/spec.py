@@ -210,6 +210,11 @@ class SearchConfig(_Frozen):
     plateau_min_delta: float = Field(0.0, ge=0.0)
     grace_period: int = Field(1, ge=1)  # epochs every trial gets before ASHA may stop it
     reduction_factor: int = Field(2, ge=2)
+    # With train.epochs searched, ASHA compares a trial at a rung only with trials planned for as many
+    # epochs (search/asha.py): shorter schedules have annealed further by any given epoch. Off by
+    # default: on 8-trial sweeps it never found a better model, and the first trial of each length
+    # always runs on past the first rung, hopeless or not (benchmarks/RESULTS.md).
+    rungs_by_length: bool = False
     seed: int = 0
     # Start the search from the spec's fixed hyperparameters (a known-good point for TPE).
     seed_with_spec: bool = True

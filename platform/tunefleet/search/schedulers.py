@@ -26,12 +26,22 @@ class SchedulerBuilder(Protocol):
 
 
 def asha(spec: Spec) -> Any:
-    """Asynchronous successive halving: at each rung, a trial in the worse part is stopped at once."""
+    """Asynchronous successive halving: at each rung, a trial in the worse part is stopped at once.
+
+    With `search.rungs_by_length` and `train.epochs` in the space, each planned length has rungs of
+    its own (`asha.py`): after its first epoch a trial planned for three has not annealed as a
+    one-epoch trial has, and shared rungs stop it for that.
+    """
     from ray.tune.schedulers import ASHAScheduler
 
     # Rungs at grace_period x reduction_factor^k epochs, up to the longest trial the space allows.
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_epochs(spec), grace_period=spec.search.grace_period,
-                         reduction_factor=spec.search.reduction_factor)
+    options = dict(time_attr=TIME_ATTR, max_t=max_epochs(spec), grace_period=spec.search.grace_period,
+                   reduction_factor=spec.search.reduction_factor)
+    if spec.search.rungs_by_length and "train.epochs" in spec.search.space:
+        from .asha import RungsByLength
+
+        return RungsByLength(**options)
+    return ASHAScheduler(**options)
 
 
 def hyperband(spec: Spec) -> Any:
