@@ -40,15 +40,15 @@ class RungsByLength(AsyncHyperBandScheduler):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(brackets=1, **kwargs)
-        # An empty bracket to copy for each length; Ray's own stays unused.
-        self._empty_bracket = copy.deepcopy(self._brackets[0])
         self._by_length: dict[Any, Any] = {}
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)  # checks metric and mode
         length = trial.config.get(EPOCHS)
         if length not in self._by_length:
-            self._by_length[length] = copy.deepcopy(self._empty_bracket)
+            # Ray's own bracket never records a result (every trial is routed away from it below),
+            # so a copy of it is an empty bracket with the same rungs.
+            self._by_length[length] = copy.deepcopy(self._brackets[0])
         self._trial_info[trial.trial_id] = self._by_length[length]
 
     def debug_string(self) -> str:
