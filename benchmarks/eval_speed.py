@@ -41,7 +41,7 @@ from tunefleet.spec import DataConfig
 from tunefleet.tasks import get_task
 from tunefleet.train import loop
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers, resolve_precision
-from tunefleet.train.onednn import use_onednn_linear
+from tunefleet.train.onednn import pays_here, use_onednn_linear
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "data" / "conll2003"
@@ -71,8 +71,9 @@ def main() -> None:
     real_tokens = int(split.lengths().sum())
     torch.manual_seed(0)
     model = build_model(task, "bundled-minilm", labels, None)
-    ours = copy.deepcopy(model)  # the same weights, with the linear layers the loop uses on a CPU
-    use_onednn_linear(ours)
+    ours = copy.deepcopy(model)  # the same weights, with the linear layers the loop uses on this CPU
+    if pays_here():
+        use_onednn_linear(ours)
 
     def tunefleet(eval_batch: int, max_tokens: int = 0) -> dict[str, Any]:
         started = time.perf_counter()

@@ -139,7 +139,7 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
     are the same run's with `nn.Linear` to fp32 rounding."""
     from conftest import tiny_spec_dict
     from tunefleet.spec import spec_from_dict
-    from tunefleet.train import loop, onednn
+    from tunefleet.train import onednn
     from tunefleet.train.local import train_local
 
     spec = spec_from_dict(tiny_spec_dict(wide_model, tmp_path / "runs", train={
@@ -159,6 +159,7 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
         return real_product(x, weight, bias)
 
     monkeypatch.setattr(onednn, "_product", product)
+    monkeypatch.setenv("TUNEFLEET_ONEDNN_LINEAR", "1")  # the swap on any CPU, AVX-512 or not
     with_onednn = train_local(spec, tmp_path / "onednn")["history"][-1]
     # 140 training examples in batches of 16: 9 steps, each through 2 layers x 2 feed-forward products;
     # the weight gradient of the narrowing one (4,096 -> 32) only: the widening one's goes by MKL.
@@ -167,7 +168,39 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
     assert weight_gradient_outputs == {32}  # the narrowing layer's, never the widening one's 4,096
     # Training forwards twice per layer and step (checkpointing recomputes), evaluation once per batch.
     assert calls["forward"] > 2 * calls["input gradient"]
-    monkeypatch.setattr(loop, "use_onednn_linear", lambda model: 0)
+    # Where oneDNN does not pay (TUNEFLEET_ONEDNN_LINEAR=0 stands in for an AVX2-only CPU) the loop
+    # keeps nn.Linear: not one product more goes through oneDNN.
+    monkeypatch.setenv("TUNEFLEET_ONEDNN_LINEAR", "0")
+    before = dict(calls)
     with_mkl = train_local(spec, tmp_path / "mkl")["history"][-1]
+    assert calls == before
     assert with_onednn["train_loss"] == pytest.approx(with_mkl["train_loss"], rel=1e-4)
     assert with_onednn["val_loss"] == pytest.approx(with_mkl["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize(("capability", "setting", "swaps"), [
+    ("AVX512", None, True),    # where oneDNN's products gained 7% a step (the AVX-512 EPYC, session 18)
+    ("AVX2", None, False),     # where they lost 18% (the AVX2-only EPYC, session 29)
+    ("DEFAULT", None, False),
+    ("AVX2", "1", True),       # asked for
+    ("AVX512", "0", False),    # refused
+])
+def test_the_loop_swaps_layers_only_where_onednn_pays(monkeypatch, capability, setting, swaps):
+    """`pays_here()` follows torch's CPU capability unless TUNEFLEET_ONEDNN_LINEAR says otherwise
+    (the loop's obedience: `test_the_loop_trains_through_onednn_as_it_does_through_nn_linear`)."""
+    from tunefleet.train import onednn
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if setting is None:
+        monkeypatch.delenv("TUNEFLEET_ONEDNN_LINEAR", raising=False)
+    else:
+        monkeypatch.setenv("TUNEFLEET_ONEDNN_LINEAR", setting)
+    assert onednn.pays_here() is swaps
+
+
+def test_a_wrong_onednn_setting_names_the_variable_and_its_values(monkeypatch):
+    from tunefleet.train.onednn import pays_here
+
+    monkeypatch.setenv("TUNEFLEET_ONEDNN_LINEAR", "yes")
+    with pytest.raises(ValueError, match=r"TUNEFLEET_ONEDNN_LINEAR='yes'.*1 .*0 "):
+        pays_here()

@@ -39,7 +39,7 @@ from .batching import collate, eval_batches, expected_targets, train_batches
 from .checkpoint import load_training_state, save_checkpoint
 from .dropout import use_fast_dropout
 from .models import build_model, load_tokenizer, quiet_transformers, resolve_precision
-from .onednn import use_onednn_linear
+from .onednn import pays_here as onednn_pays_here, use_onednn_linear
 from .packing import pack, packing_check, position_offset
 from .peft import apply_lora, is_adapted, merged_copy, parameter_counts
 from .runlog import RunLogger
@@ -142,8 +142,10 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # step on a CPU (train/dropout.py). A GPU's own dropout is already one fused kernel.
         use_fast_dropout(model)
         # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~13% of an fp32
-        # evaluation on the EPYC (train/onednn.py); bf16 under autocast reaches oneDNN already.
-        use_onednn_linear(model)
+        # evaluation on an AVX-512 EPYC, but 1.18x slower steps on an AVX2-only one, so only where
+        # it pays (train/onednn.py); bf16 under autocast reaches oneDNN already.
+        if onednn_pays_here():
+            use_onednn_linear(model)
         # The word-embedding gradient (47 MB for MiniLM) is made and freed every step; malloc would
         # page-fault it in afresh each time: 7% of a MiniLM step in fp32, 18% in bf16 (train/allocator.py).
         keep_freed_memory()

@@ -22,6 +22,13 @@ would pay at nearly every step. From 384 x 384 on it is faster (957 against 1,06
 4,075 against 4,649), so layers of at least `MIN_WEIGHTS` weights swap: every layer of MiniLM
 and larger encoders but not a classification head.
 
+It pays only where the CPU has AVX-512. On a 2-core AMD EPYC with AVX2 alone (family 23, no
+AVX-512, no bf16: the CPU of issue 13, lent in session 29) MKL's fp32 products already run near
+the cores' peak, and oneDNN's made a packed MiniLM step 1.18x slower (40 steps: 20.0-22.8 s
+against 23.6-26.9 s, alternating runs) and a length-grouped one 1.05x slower
+(`benchmarks/cpu_step_ab.py --change linear`). So the loop swaps layers only when `pays_here()`:
+torch's CPU capability is AVX-512, or `TUNEFLEET_ONEDNN_LINEAR=1` says so (`0` never swaps).
+
 `torch.ops.mkldnn._linear_pointwise` is a private op: `available()` checks it once against
 `F.linear` and says no if it is missing or disagrees, and the model then keeps `nn.Linear`.
 """
@@ -29,6 +36,7 @@ and larger encoders but not a classification head.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import nn
@@ -103,6 +111,18 @@ def available() -> bool:
         return torch.allclose(_product(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
     except (AttributeError, RuntimeError):  # the op is missing, or its signature changed
         return False
+
+
+def pays_here() -> bool:
+    """Whether the loop should swap layers on this CPU: `TUNEFLEET_ONEDNN_LINEAR` (1 or 0) if set,
+    else whether torch dispatches AVX-512 kernels here (see the module's docstring for why)."""
+    forced = os.environ.get("TUNEFLEET_ONEDNN_LINEAR", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"TUNEFLEET_ONEDNN_LINEAR={forced!r}: set it to 1 (swap), 0 (never), or leave it unset "
+                         "(swap where the CPU has AVX-512)")
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 MIN_WEIGHTS = 2**17  # between 128 x 128 (slower through oneDNN) and 384 x 384 (faster)
