@@ -180,7 +180,7 @@ def test_the_loop_trains_through_onednn_as_it_does_through_nn_linear(wide_model,
 
 @pytest.mark.parametrize(("capability", "setting", "swaps"), [
     ("AVX512", None, True),    # where oneDNN's products gained 7% a step (the AVX-512 EPYC, session 18)
-    ("AVX2", None, False),     # where they lost 18% (the AVX2-only EPYC, session 29)
+    ("AVX2", None, False),     # where they gained nothing (the AVX2-only EPYC, session 29)
     ("DEFAULT", None, False),
     ("AVX2", "1", True),       # asked for
     ("AVX512", "0", False),    # refused

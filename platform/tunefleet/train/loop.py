@@ -142,8 +142,8 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # step on a CPU (train/dropout.py). A GPU's own dropout is already one fused kernel.
         use_fast_dropout(model)
         # fp32 linear layers through oneDNN rather than MKL: ~7% of an fp32 step and ~13% of an fp32
-        # evaluation on an AVX-512 EPYC, but 1.18x slower steps on an AVX2-only one, so only where
-        # it pays (train/onednn.py); bf16 under autocast reaches oneDNN already.
+        # evaluation on an AVX-512 EPYC, but no gain on an AVX2-only one (0.96x per step), so only
+        # where it pays (train/onednn.py); bf16 under autocast reaches oneDNN already.
         if onednn_pays_here():
             use_onednn_linear(model)
         # The word-embedding gradient (47 MB for MiniLM) is made and freed every step; malloc would

@@ -24,9 +24,11 @@ and larger encoders but not a classification head.
 
 It pays only where the CPU has AVX-512. On a 2-core AMD EPYC with AVX2 alone (family 23, no
 AVX-512, no bf16: the CPU of issue 13, lent in session 29) MKL's fp32 products already run near
-the cores' peak, and oneDNN's made a packed MiniLM step 1.18x slower (40 steps: 20.0-22.8 s
-against 23.6-26.9 s, alternating runs) and a length-grouped one 1.05x slower
-(`benchmarks/cpu_step_ab.py --change linear`). So the loop swaps layers only when `pays_here()`:
+the cores' peak, and oneDNN's gained nothing: 0.956x per length-grouped step and 1.00x per
+evaluation (`benchmarks/cpu_step_ab.py --change linear`), 40 packed steps in 23.6-26.9 s against
+MKL's 20.0-23.0 s (alternating runs of a throw-away script), and the loop's own throughput the same
+either way (`benchmarks/throughput.py`: 452.6 tok/s with MKL, 459.2 with oneDNN). A private op that
+does not pay is not worth its risk, so the loop swaps layers only when `pays_here()`:
 torch's CPU capability is AVX-512, or `TUNEFLEET_ONEDNN_LINEAR=1` says so (`0` never swaps).
 
 `torch.ops.mkldnn._linear_pointwise` is a private op: `available()` checks it once against
