@@ -8,7 +8,7 @@ import pytest
 
 from test_batching import PAD, make_split
 from tunefleet.tasks import IGNORE
-from tunefleet.train.packing import pack, packing_check, position_offset, rows_of
+from tunefleet.train.packing import layout, pack, packing_check, position_offset, rows_of
 
 
 def test_rows_take_the_longest_sentences_first_each_into_the_first_row_with_room():
@@ -16,25 +16,40 @@ def test_rows_take_the_longest_sentences_first_each_into_the_first_row_with_room
     # row 2 (2 left); 2 fits row 2 exactly; 1 goes to row 1, the first with room.
     assert rows_of(np.array([5, 3, 2, 4, 1])) == [[0], [3, 4], [1, 2]]
     assert rows_of(np.array([2, 2, 2, 2])) == [[0], [1], [2], [3]]  # as long as the widest: never shared
+    assert rows_of(np.array([2, 2, 2, 2]), width=4) == [[0, 1], [2, 3]]
     assert rows_of(np.array([7])) == [[0]]
 
 
+def test_the_row_width_is_the_cheapest_between_the_longest_sentence_and_twice_it():
+    """Lengths 5, 4, 3, 3, 1 (16 tokens). Width 5: rows [5], [4, 1], [3], [3], 20 slots; width 6:
+    [5, 1], [4], [3, 3], 18 slots; width 8: [5, 3], [4, 3, 1], 16 slots, none wasted; 7, 9 and 10
+    cannot beat that (at least 21, 18, 20 slots). A slot costs 1 + attention_per_key x width."""
+    lengths = np.array([5, 4, 3, 3, 1])
+    # At the loop's cost of attention (0.0012 a key): 20 x 1.006 = 20.1, 18 x 1.0072 = 18.1, 16 x 1.0096 = 16.2.
+    assert layout(lengths) == ([[0, 2], [1, 3, 4]], 8)
+    # Attention dear (0.2 a key): 20 x 2.0 = 40, 18 x 2.2 = 39.6, 16 x 2.6 = 41.6, so width 6.
+    assert layout(lengths, attention_per_key=0.2) == ([[0, 4], [1], [2, 3]], 6)
+    # Attention dearer still: rows as wide as the longest sentence, as before widths were chosen.
+    assert layout(lengths, attention_per_key=1.0) == ([[0], [1, 4], [2], [3]], 5)
+    # Rows as wide as the longest are full already: any wider row would add padding.
+    assert layout(np.array([3, 3, 3])) == ([[0], [1], [2]], 3)
+
+
 def test_a_packed_batch_lays_its_sentences_end_to_end_each_with_its_own_positions_and_attention():
-    split = make_split([4, 2, 1, 3])  # example i's ids: 1000*i+1, 1000*i+2, ...
-    batch = pack(split, np.array([0, 1, 2, 3]), PAD, position_offset=2)
-    # Width 4: row 0 holds example 0; row 1 example 3 then example 2; row 2 example 1 and padding.
-    assert batch["input_ids"].tolist() == [[1, 2, 3, 4], [3001, 3002, 3003, 2001], [1001, 1002, PAD, PAD]]
-    assert batch["position_ids"].tolist() == [[2, 3, 4, 5], [2, 3, 4, 2], [2, 3, 0, 0]]
+    split = make_split([4, 2, 3])  # example i's ids: 1000*i+1, 1000*i+2, ...
+    batch = pack(split, np.array([0, 1, 2]), PAD, position_offset=2)
+    # Width 5 (two rows, 10 slots, against three rows of the longest's 4): row 0 holds example 0 and
+    # one padding position; row 1 example 2, then example 1.
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, PAD], [2001, 2002, 2003, 1001, 1002]]
+    assert batch["position_ids"].tolist() == [[2, 3, 4, 5, 0], [2, 3, 4, 2, 3]]
     labels = split.labels
-    assert batch["labels"].tolist() == [
-        labels[0:4].tolist(), labels[7:10].tolist() + labels[6:7].tolist(), labels[4:6].tolist() + [IGNORE, IGNORE]]
+    assert batch["labels"].tolist() == [labels[0:4].tolist() + [IGNORE], labels[6:9].tolist() + labels[4:6].tolist()]
     mask = batch["attention_mask"]
-    assert mask.shape == (3, 1, 4, 4)
-    assert mask[0, 0].all()
-    # Row 1: tokens 0-2 (example 3) see each other, token 3 (example 2) only itself.
-    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
-    # Row 2: example 1's two tokens see each other and no padding; each padding position itself.
-    assert mask[2, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    assert mask.shape == (2, 1, 5, 5)
+    # Row 0: example 0's four tokens see each other and not the padding, which sees itself.
+    assert mask[0, 0].int().tolist() == [[1, 1, 1, 1, 0]] * 4 + [[0, 0, 0, 0, 1]]
+    # Row 1: tokens 0-2 (example 2) see each other, tokens 3-4 (example 1) each other.
+    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0, 0]] * 3 + [[0, 0, 0, 1, 1]] * 2
 
 
 def test_the_check_passes_a_model_that_gives_packed_sentences_what_it_gives_them_alone_and_refuses_one_that_does_not(

@@ -533,7 +533,7 @@ def test_a_token_task_trains_on_packed_batches_as_on_the_same_batches_padded(tin
     validation loss and F1, to fp32 rounding. Length grouping is on in the spec: packing leaves it
     out, since grouped batches would be different batches."""
     from tunefleet.train.local import train_local
-    from tunefleet.train.packing import rows_of
+    from tunefleet.train.packing import layout
 
     runs = {}
     for name, train in {"packed": {}, "random": {"pack_sequences": False, "group_by_length": False},
@@ -541,9 +541,9 @@ def test_a_token_task_trains_on_packed_batches_as_on_the_same_batches_padded(tin
         spec = spec_for(tiny_model, tmp_path / "runs", task=NER, data={"synthetic_size": 96},
                         train={"epochs": 2, "batch_size": 16, "group_by_length": True, **train})
         runs[name] = train_local(spec, tmp_path / name)
-    # The synthetic sentences (8 to 21 tokens) do share rows: 13 to 15 rows for most batches of 16.
+    # The synthetic sentences (8 to 21 tokens) do share rows: fewer rows than sentences in a batch.
     split = trainer.prepare_data(spec).tokenized["train"]
-    assert any(len(rows_of(split.lengths()[b])) < len(b) for b in train_batches(split, 16, 0, 0, 0, 1, False))
+    assert any(len(layout(split.lengths()[b])[0]) < len(b) for b in train_batches(split, 16, 0, 0, 0, 1, False))
     assert [runs[name]["batching"] for name in runs] == ["packed", "random", "length-grouped"]
     packed, padded = runs["packed"]["history"], runs["random"]["history"]
     for a, b in zip(packed, padded, strict=True):

@@ -6,7 +6,8 @@ batches hold one kind of sentence each (sixteen one-word headlines, sixteen long
 CoNLL-2003 subset that cost about half a point of entity F1 against random batches
 (benchmarks/RESULTS.md, "One configuration over seeds"). Packing keeps the random batch and removes
 the padding instead: the batch's sentences are laid end to end in as few rows as the longest of them
-allows (first fit, longest first), each with its own position ids counting from the start, and a
+allows, or a little more (`layout`; first fit, longest first), each with its own position ids
+counting from the start, and a
 block-diagonal attention mask that lets a token see only the tokens of its own sentence. Every
 sentence then goes through the encoder exactly as it would alone, padded: a token-level head and its
 loss see the same numbers (to fp32 rounding), so a packed batch trains the model as the same batch
@@ -29,10 +30,19 @@ from torch import nn
 from ..tasks import IGNORE, TokenizedSplit
 
 
-def rows_of(lengths: np.ndarray) -> list[list[int]]:
-    """Positions (into `lengths`) of the sentences in each row: first fit, longest first, rows as
-    long as the longest sentence."""
-    width = int(lengths.max())
+# What one key position of a token's attention costs, as a share of what the token's linear layers
+# cost. Per layer a MiniLM token's products are 4 x 384^2 + 2 x 384 x 1,536 multiply-adds and its
+# attention 2 x 384 per key position it sees (scores and weighted values: 0.04%), but the attention's
+# batched products, softmax and masks run far slower per multiply-add: in a profile of packed fp32
+# steps on the AVX2 EPYC (benchmarks/RESULTS.md) the linear layers took 74% of the step and the
+# attention about 4.5% at rows of ~50 positions, i.e. 0.0012 of a token's linear cost per key.
+ATTENTION_PER_KEY = 0.0012
+
+
+def rows_of(lengths: np.ndarray, width: int | None = None) -> list[list[int]]:
+    """Positions (into `lengths`) of the sentences in each row: first fit, longest first, rows of
+    `width` token slots (default: the longest sentence's length)."""
+    width = int(lengths.max()) if width is None else width
     rows: list[list[int]] = []
     room: list[int] = []
     for j in np.argsort(-lengths, kind="stable"):
@@ -48,6 +58,30 @@ def rows_of(lengths: np.ndarray) -> list[list[int]]:
     return rows
 
 
+def layout(lengths: np.ndarray, attention_per_key: float = ATTENTION_PER_KEY) -> tuple[list[list[int]], int]:
+    """The rows (as `rows_of`) and the row width that cost the least to train on.
+
+    Rows as wide as the longest sentence leave the tail of nearly every row empty: 10.6% of the token
+    slots over random batches of 16 CoNLL-2003 sentences, and every linear layer computes them. A
+    somewhat wider row fits more sentences and wastes less (1.4% at the best width up to twice the
+    longest), but a token's attention spans the whole row, so it costs more per slot. A width's cost
+    is its slots times (1 + `attention_per_key` x width); the cheapest between the longest sentence
+    and twice it wins (about 2% of slots padded, rows 1.23x as wide, 6.7% less of the two works
+    together on those batches). `attention_per_key=inf` keeps rows as wide as the longest sentence.
+    """
+    longest, total = int(lengths.max()), int(lengths.sum())
+    best_rows, best_width = rows_of(lengths, longest), longest
+    best_cost = len(best_rows) * longest * (1 + attention_per_key * longest)
+    for width in range(longest + 1, 2 * longest + 1):
+        per_slot = 1 + attention_per_key * width
+        if -(-total // width) * width * per_slot >= best_cost:  # not even full rows would be cheaper
+            continue
+        rows = rows_of(lengths, width)
+        if len(rows) * width * per_slot < best_cost:
+            best_rows, best_width, best_cost = rows, width, len(rows) * width * per_slot
+    return best_rows, best_width
+
+
 def pack(split: TokenizedSplit, indices: np.ndarray, pad_id: int, position_offset: int = 0) -> dict[str, torch.Tensor]:
     """One packed batch of a token task's examples `indices`.
 
@@ -57,8 +91,8 @@ def pack(split: TokenizedSplit, indices: np.ndarray, pad_id: int, position_offse
     itself (a row with nothing to attend to would make NaNs that the backward pass spreads).
     """
     lengths = split.offsets[indices + 1] - split.offsets[indices]
-    rows = [[int(indices[j]) for j in row] for row in rows_of(lengths)]
-    return _lay_out(split, rows, int(lengths.max()), pad_id, position_offset)
+    rows, width = layout(lengths)
+    return _lay_out(split, [[int(indices[j]) for j in row] for row in rows], width, pad_id, position_offset)
 
 
 def _lay_out(split: TokenizedSplit, rows: list[list[int]], width: int, pad_id: int,
