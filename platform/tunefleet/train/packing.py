@@ -5,11 +5,10 @@ CoNLL-2003 at batch 16), which is why the loop groups sentences of similar lengt
 batches hold one kind of sentence each (sixteen one-word headlines, sixteen long ones), and on a
 CoNLL-2003 subset that cost about half a point of entity F1 against random batches
 (benchmarks/RESULTS.md, "One configuration over seeds"). Packing keeps the random batch and removes
-the padding instead: the batch's sentences are laid end to end in as few rows as the longest of them
-allows, or a little more (`layout`; first fit, longest first), each with its own position ids
-counting from the start, and a
-block-diagonal attention mask that lets a token see only the tokens of its own sentence. Every
-sentence then goes through the encoder exactly as it would alone, padded: a token-level head and its
+the padding instead: the batch's sentences are laid end to end in rows as wide as the longest of
+them or somewhat wider, whichever costs the least work (`layout`; first fit, longest first), each
+with its own position ids counting from the start, and a block-diagonal attention mask that lets
+a token see only the tokens of its own sentence. Every sentence then goes through the encoder exactly as it would alone, padded: a token-level head and its
 loss see the same numbers (to fp32 rounding), so a packed batch trains the model as the same batch
 padded would, at about the cost of a length-grouped one.
 
@@ -77,8 +76,9 @@ def layout(lengths: np.ndarray, attention_per_key: float = ATTENTION_PER_KEY) ->
         if -(-total // width) * width * per_slot >= best_cost:  # not even full rows would be cheaper
             continue
         rows = rows_of(lengths, width)
-        if len(rows) * width * per_slot < best_cost:
-            best_rows, best_width, best_cost = rows, width, len(rows) * width * per_slot
+        cost = len(rows) * width * per_slot
+        if cost < best_cost:
+            best_rows, best_width, best_cost = rows, width, cost
     return best_rows, best_width
 
 
