@@ -8,9 +8,10 @@ CoNLL-2003 subset that cost about half a point of entity F1 against random batch
 the padding instead: the batch's sentences are laid end to end in rows as wide as the longest of
 them or somewhat wider, whichever costs the least work (`layout`; first fit, longest first), each
 with its own position ids counting from the start, and a block-diagonal attention mask that lets
-a token see only the tokens of its own sentence. Every sentence then goes through the encoder exactly as it would alone, padded: a token-level head and its
-loss see the same numbers (to fp32 rounding), so a packed batch trains the model as the same batch
-padded would, at about the cost of a length-grouped one.
+a token see only the tokens of its own sentence. Every sentence then goes through the encoder
+exactly as it would alone, padded: a token-level head and its loss see the same numbers (to fp32
+rounding), so a packed batch trains the model as the same batch padded would, at about the cost of
+a length-grouped one.
 
 Only a per-token head can be packed this way (a sentence-level head pools the row's first token),
 and only a model whose positions come from `position_ids` and whose attention takes a 4-D mask as
