@@ -6,6 +6,8 @@ The changes (what the loop does on a CPU, `train/loop.py`):
   linear   fp32 linear layers through oneDNN (`train/onednn.py`) against `nn.Linear` (MKL)
   weight-grad  oneDNN's linear layers with the weight gradient of widening layers through MKL (what
            `OneDNNLinear` does) against every weight gradient through oneDNN (the code before)
+  embedding-rows  AdamW over the word embedding's used rows only (`train/embedding_rows.py`)
+           against torch's fused AdamW over the whole table
 The other changes stay on both sides, as the loop runs them.
 
 Two copies of the same model (bundled MiniLM, fresh token-classification head, dropout 0.1, seed 0),
@@ -17,7 +19,7 @@ sentences (sorted, batches of 32, `inference_mode`, as the loop does) in alterna
 Neighbours on a shared machine slow whichever side runs while they are busy, so single rounds scatter
 (0.9-1.6 were seen); the median of 20 rounds is steadier than any best-of-N between processes.
 
-    .venv/bin/python benchmarks/cpu_step_ab.py --change dropout|linear|weight-grad [--rounds 20] [--eval-rounds 6] \
+    .venv/bin/python benchmarks/cpu_step_ab.py --change dropout|linear|weight-grad|embedding-rows [--rounds 20] [--eval-rounds 6] \
         [--precision fp32|bf16]   # JSON line last
 """
 
@@ -39,6 +41,7 @@ from tunefleet.spec import DataConfig
 from tunefleet.tasks import get_task
 from tunefleet.train.batching import collate, eval_batches, train_batches
 from tunefleet.train.dropout import use_fast_dropout
+from tunefleet.train.embedding_rows import RowwiseAdamW, rowwise_embedding
 from tunefleet.train.loop import _param_groups, clip_in_step
 from tunefleet.train.models import build_model, load_tokenizer, quiet_transformers
 from tunefleet.train.onednn import OneDNNLinear, use_onednn_linear
@@ -65,7 +68,15 @@ CHANGES: dict[str, tuple[Callable, Callable]] = {  # change: (it, what stays on 
     "dropout": (use_fast_dropout, use_onednn_linear),
     "linear": (use_onednn_linear, use_fast_dropout),
     "weight-grad": (_weight_grads_by(None), _everything_but_weight_grad),
+    "embedding-rows": (lambda model: None, use_fast_dropout),  # the optimizer differs: see `optimizer`
 }
+
+
+def optimizer(model: torch.nn.Module, rowwise: bool) -> torch.optim.Optimizer:
+    groups = _param_groups(model, 0.01)
+    if rowwise:
+        return RowwiseAdamW(groups, rowwise_embedding(model), lr=1e-4)
+    return torch.optim.AdamW(groups, lr=1e-4, fused=True)
 
 
 def main() -> None:
@@ -92,7 +103,7 @@ def main() -> None:
     common(without)
     with_it = copy.deepcopy(without)
     change(with_it)
-    sides = {name: (model, torch.optim.AdamW(_param_groups(model, 0.01), lr=1e-4, fused=True))
+    sides = {name: (model, optimizer(model, name == "with" and args.change == "embedding-rows"))
              for name, model in (("without", without), ("with", with_it))}
     batches = train_batches(train, 16, 0, 0, 0, 1, True)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")

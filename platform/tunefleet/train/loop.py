@@ -147,7 +147,8 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
         # where it pays (train/onednn.py); bf16 under autocast reaches oneDNN already.
         if onednn_pays_here():
             use_onednn_linear(model)
-        # The word-embedding gradient (47 MB for MiniLM) is made and freed every step; malloc would
+        # The word-embedding gradient (47 MB for MiniLM; with one worker, the used rows' compact
+        # blocks RowwiseAdamW makes instead, up to a few MB) is made and freed every step; malloc would
         # page-fault it in afresh each time: 7% of a MiniLM step in fp32, 18% in bf16 (train/allocator.py).
         keep_freed_memory()
     packing = _packing(spec, task, model, data["train"], tokenizer.pad_token_id, rank)
