@@ -166,7 +166,7 @@ def _run_once(config: dict[str, Any], spec: Spec, data: dict[str, TokenizedSplit
     groups = _param_groups(model, cfg.weight_decay)
     # On a CPU with one worker, the word embedding's rows are updated only once a batch has used
     # them: dense AdamW's result, without a pass over the whole 47 MB table, its gradient and
-    # moments every step (~6% of an fp32 MiniLM step; train/embedding_rows.py).
+    # moments every step (1.08x per packed fp32 MiniLM step on a 2-core CPU; train/embedding_rows.py).
     embedding = rowwise_embedding(model) if device.type == "cpu" and world == 1 else None
     if embedding is not None:
         optimizer = RowwiseAdamW(groups, embedding, lr=cfg.lr)
