@@ -57,7 +57,6 @@ class RowwiseAdamW(torch.optim.AdamW):
         for group in self.param_groups:
             if group["amsgrad"] or group["maximize"]:
                 raise ValueError("RowwiseAdamW: amsgrad and maximize are not supported")
-        self.embedding = embedding
         self._weight = embedding.weight
         self._slot: torch.Tensor | None = None  # row id -> index into the state's buffers (-1: inactive)
         embedding.sparse = True
@@ -135,10 +134,10 @@ class RowwiseAdamW(torch.optim.AdamW):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         grad = self._weight.grad
-        if grad is None or not grad.is_sparse:
-            if grad is not None:
-                raise RuntimeError("RowwiseAdamW: the embedding's gradient is dense; was its `sparse` reset?")
+        if grad is None:
             return super().step(closure)
+        if not grad.is_sparse:
+            raise RuntimeError("RowwiseAdamW: the embedding's gradient is dense; was its `sparse` reset?")
         self._weight.grad = None  # the fused step below takes dense gradients only; it skips this one
         try:
             loss = super().step(closure)
